@@ -1,0 +1,197 @@
+//! # custos-client
+//!
+//! A typed async client for the Custos signing daemon, for any Rust FAPI
+//! server (and the `custos` CLI, which is built on it).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), custos_client::Error> {
+//! let client = custos_client::Client::connect_unix("/run/custos/custos.sock").await?;
+//! let signed = client
+//!     .sign_jwt("as-id-token", "id_token", None, r#"{"sub":"alice"}"#)
+//!     .await?;
+//! println!("{} (kid {})", signed.jws, signed.kid);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use custos_proto::v1::key_admin_client::KeyAdminClient;
+use custos_proto::v1::signer_client::SignerClient;
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The generated protocol types (`custos.v1`), for callers that need them.
+pub use custos_proto::v1 as proto;
+
+/// A client failure: either the daemon could not be reached, or it answered
+/// with a gRPC error status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket could not be reached.
+    #[error("cannot reach custosd at {path}: {reason}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The daemon refused or failed the call.
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+impl Error {
+    /// The gRPC status, when the daemon answered.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            Error::Status(s) => Some(s),
+            Error::Connect { .. } => None,
+        }
+    }
+}
+
+/// Options for creating a keyset.
+#[derive(Debug, Clone, Default)]
+pub struct KeysetSpec {
+    /// Keyset name.
+    pub name: String,
+    /// JOSE algorithm: ES256, PS256, EdDSA or RS256.
+    pub alg: String,
+    /// Purposes, e.g. `id_token`.
+    pub purposes: Vec<String>,
+    /// Backend name; `None` for the daemon's default.
+    pub backend: Option<String>,
+    /// FAPI profile (`fapi2` when `None`).
+    pub profile: Option<String>,
+}
+
+/// A connection to `custosd`. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    keys: KeyAdminClient<Channel>,
+    signer: SignerClient<Channel>,
+    channel: Channel,
+}
+
+impl Client {
+    /// Connects to the daemon's Unix socket.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when nothing listens there.
+    pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        let connect_err = |reason: String| Error::Connect {
+            path: path.clone(),
+            reason,
+        };
+        // The URI is a placeholder required by tonic; the connector ignores it.
+        let endpoint = Endpoint::try_from("http://custosd.invalid")
+            .map_err(|e| connect_err(e.to_string()))?;
+        let socket = path.clone();
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(socket).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| {
+                let mut reason = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    reason = format!("{reason}: {s}");
+                    src = s.source();
+                }
+                connect_err(reason)
+            })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Wraps an existing channel (for custom transports).
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            keys: KeyAdminClient::new(channel.clone()),
+            signer: SignerClient::new(channel.clone()),
+            channel,
+        }
+    }
+
+    /// The underlying channel (for health checks or generated clients).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Creates a keyset and its first active key.
+    ///
+    /// # Errors
+    /// The daemon's status: `ALREADY_EXISTS`, `INVALID_ARGUMENT`, `FAILED_PRECONDITION`, ...
+    pub async fn create_keyset(&self, spec: KeysetSpec) -> Result<proto::Keyset, Error> {
+        let req = proto::CreateKeysetRequest {
+            name: spec.name,
+            alg: spec.alg,
+            purposes: spec.purposes,
+            backend: spec.backend.unwrap_or_default(),
+            profile: spec.profile.unwrap_or_default(),
+        };
+        Ok(self.keys.clone().create_keyset(req).await?.into_inner())
+    }
+
+    /// Lists every keyset.
+    ///
+    /// # Errors
+    /// The daemon's status.
+    pub async fn list_keysets(&self) -> Result<Vec<proto::Keyset>, Error> {
+        Ok(self
+            .keys
+            .clone()
+            .list_keysets(proto::ListKeysetsRequest {})
+            .await?
+            .into_inner()
+            .keysets)
+    }
+
+    /// One keyset by name.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` for an unknown keyset.
+    pub async fn get_keyset(&self, name: &str) -> Result<proto::Keyset, Error> {
+        let req = proto::GetKeysetRequest { name: name.into() };
+        Ok(self.keys.clone().get_keyset(req).await?.into_inner())
+    }
+
+    /// The JWK Set of one keyset (or all, with `None`) as JSON text.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` for an unknown keyset.
+    pub async fn jwks(&self, keyset: Option<&str>) -> Result<String, Error> {
+        let req = proto::GetJwksRequest {
+            keyset: keyset.unwrap_or_default().into(),
+        };
+        Ok(self.keys.clone().get_jwks(req).await?.into_inner().jwks_json)
+    }
+
+    /// Signs a JSON object of claims with a keyset's active key.
+    ///
+    /// # Errors
+    /// `NOT_FOUND`, `INVALID_ARGUMENT` (claims), `FAILED_PRECONDITION` (purpose),
+    /// `UNAVAILABLE` (device).
+    pub async fn sign_jwt(
+        &self,
+        keyset: &str,
+        purpose: &str,
+        typ: Option<&str>,
+        claims_json: &str,
+    ) -> Result<proto::SignJwtResponse, Error> {
+        let req = proto::SignJwtRequest {
+            keyset: keyset.into(),
+            purpose: purpose.into(),
+            typ: typ.unwrap_or_default().into(),
+            claims_json: claims_json.into(),
+        };
+        Ok(self.signer.clone().sign_jwt(req).await?.into_inner())
+    }
+}

@@ -1,0 +1,66 @@
+//! Signing with the mechanism the HSM profile chose, returning JWS-form signatures.
+
+use super::pool::PooledSession;
+use crate::backend::profile::Mechanism as ProfileMechanism;
+use crate::backend::BackendError;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::ObjectHandle;
+use sha2::{Digest, Sha256};
+
+/// DER DigestInfo prefix for SHA-256 (RFC 8017 9.2 note 1).
+const SHA256_DIGEST_INFO: &[u8] = &[
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
+/// PSS as JWS demands (RFC 7518 3.5): SHA-256, MGF1-SHA-256, 32-byte salt.
+const PSS: PkcsPssParams = PkcsPssParams {
+    hash_alg: MechanismType::SHA256,
+    mgf: PkcsMgfType::MGF1_SHA256,
+    s_len: cryptoki::types::Ulong::new(32),
+};
+
+/// Signs `message` with the private key `key`.
+pub(super) fn sign(
+    s: &mut PooledSession<'_>,
+    key: ObjectHandle,
+    mechanism: ProfileMechanism,
+    message: &[u8],
+) -> Result<Vec<u8>, BackendError> {
+    let sha256 = || Sha256::digest(message).to_vec();
+    let (mech, input) = match mechanism {
+        ProfileMechanism::CKM_ECDSA => (Mechanism::Ecdsa, sha256()),
+        ProfileMechanism::CKM_ECDSA_SHA256 => (Mechanism::EcdsaSha256, message.to_vec()),
+        ProfileMechanism::CKM_RSA_PKCS_PSS => (Mechanism::RsaPkcsPss(PSS), sha256()),
+        ProfileMechanism::CKM_SHA256_RSA_PKCS_PSS => {
+            (Mechanism::Sha256RsaPkcsPss(PSS), message.to_vec())
+        }
+        ProfileMechanism::CKM_RSA_PKCS => {
+            let mut info = SHA256_DIGEST_INFO.to_vec();
+            info.extend(sha256());
+            (Mechanism::RsaPkcs, info)
+        }
+        ProfileMechanism::CKM_SHA256_RSA_PKCS => (Mechanism::Sha256RsaPkcs, message.to_vec()),
+        ProfileMechanism::CKM_EDDSA => (
+            Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            message.to_vec(),
+        ),
+    };
+    let sig = s.run("signing", |session| session.sign(&mech, key, &input))?;
+    let expected = match mechanism {
+        ProfileMechanism::CKM_ECDSA | ProfileMechanism::CKM_ECDSA_SHA256 => Some(64),
+        ProfileMechanism::CKM_EDDSA => Some(64),
+        _ => None,
+    };
+    if let Some(len) = expected {
+        if sig.len() != len {
+            return Err(BackendError::Internal(format!(
+                "token returned a {}-byte signature where {len} bytes were expected",
+                sig.len()
+            )));
+        }
+    }
+    Ok(sig)
+}

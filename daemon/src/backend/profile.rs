@@ -1,0 +1,228 @@
+//! HSM profiles (`hsm-profiles/NAME.toml`): how one PKCS#11 model does each
+//! algorithm, so model differences live in data, not in code paths.
+//!
+//! The profiles shipped in the repository are built into the binary; a file of
+//! the same name in the configured `profiles_dir` takes precedence.
+
+use crate::alg::Algorithm;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Profiles compiled into the daemon, by name.
+const BUILT_IN: &[(&str, &str)] = &[(
+    "softhsm2",
+    include_str!("../../../hsm-profiles/softhsm2.toml"),
+)];
+
+/// One HSM model's profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmProfile {
+    /// Profile name (matches the file name).
+    pub name: String,
+    /// What the profile is for, shown by tools.
+    #[serde(default)]
+    pub description: String,
+    /// Whether the profile was checked against the real module.
+    #[serde(default)]
+    pub tested: bool,
+    /// Session pool settings.
+    #[serde(default)]
+    pub sessions: SessionSettings,
+    /// RSA key generation settings.
+    #[serde(default)]
+    pub rsa: RsaSettings,
+    /// Per-algorithm mechanism choice, keyed by JOSE `alg`.
+    pub algorithms: BTreeMap<String, AlgorithmSettings>,
+}
+
+/// `[sessions]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// How many logged-in sessions the pool keeps open.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// How long a request waits for a free session before UNAVAILABLE, in milliseconds.
+    #[serde(default = "default_wait")]
+    pub wait_ms: u64,
+}
+
+fn default_pool() -> usize {
+    4
+}
+fn default_wait() -> u64 {
+    5_000
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            pool_size: default_pool(),
+            wait_ms: default_wait(),
+        }
+    }
+}
+
+/// `[rsa]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RsaSettings {
+    /// Modulus size of generated RSA keys (at least 2048).
+    #[serde(default = "default_bits")]
+    pub bits: u64,
+}
+
+fn default_bits() -> u64 {
+    2048
+}
+
+impl Default for RsaSettings {
+    fn default() -> Self {
+        Self {
+            bits: default_bits(),
+        }
+    }
+}
+
+/// `[algorithms.ALG]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlgorithmSettings {
+    /// The PKCS#11 mechanism, e.g. `CKM_ECDSA` or `CKM_SHA256_RSA_PKCS_PSS`.
+    pub mechanism: Mechanism,
+    /// How Ed25519 curve parameters are named at generation (`oid` or `printable`).
+    #[serde(default)]
+    pub ec_params: EcParamsStyle,
+}
+
+/// The mechanisms a profile may choose. Raw ones get the hash (and, for
+/// PKCS#1 v1.5, the DigestInfo) computed in software first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum Mechanism {
+    /// Raw ECDSA over a SHA-256 digest computed in software.
+    CKM_ECDSA,
+    /// ECDSA with SHA-256 done by the token.
+    CKM_ECDSA_SHA256,
+    /// PSS over a SHA-256 digest computed in software.
+    CKM_RSA_PKCS_PSS,
+    /// PSS with SHA-256 done by the token.
+    CKM_SHA256_RSA_PKCS_PSS,
+    /// PKCS#1 v1.5 over a DigestInfo computed in software.
+    CKM_RSA_PKCS,
+    /// PKCS#1 v1.5 with SHA-256 done by the token.
+    CKM_SHA256_RSA_PKCS,
+    /// Pure EdDSA.
+    CKM_EDDSA,
+}
+
+impl Mechanism {
+    /// Whether this mechanism can implement `alg`.
+    pub fn implements(self, alg: Algorithm) -> bool {
+        use Mechanism::*;
+        matches!(
+            (self, alg),
+            (CKM_ECDSA | CKM_ECDSA_SHA256, Algorithm::ES256)
+                | (CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS, Algorithm::PS256)
+                | (CKM_RSA_PKCS | CKM_SHA256_RSA_PKCS, Algorithm::RS256)
+                | (CKM_EDDSA, Algorithm::EdDSA)
+        )
+    }
+}
+
+/// How the Ed25519 curve is named in CKA_EC_PARAMS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EcParamsStyle {
+    /// The DER OID 1.3.101.112.
+    #[default]
+    Oid,
+    /// The PrintableString "edwards25519" (PKCS#11 3.0 curve name).
+    Printable,
+}
+
+impl HsmProfile {
+    /// Loads the profile `name`, from `dir` when it has `NAME.toml`, else built in.
+    ///
+    /// # Errors
+    /// A message naming the profile and the problem.
+    pub fn load(name: &str, dir: Option<&Path>) -> Result<Self, String> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("invalid HSM profile name {name:?}"));
+        }
+        if let Some(dir) = dir {
+            let path = dir.join(format!("{name}.toml"));
+            if path.exists() {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read HSM profile {}: {e}", path.display()))?;
+                return Self::parse(&text)
+                    .map_err(|e| format!("HSM profile {}: {e}", path.display()));
+            }
+        }
+        let Some((_, text)) = BUILT_IN.iter().find(|(n, _)| *n == name) else {
+            let known: Vec<_> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "unknown HSM profile {name:?}: built-in profiles are {known:?}; or set [server] profiles_dir to a folder with {name}.toml"
+            ));
+        };
+        Self::parse(text).map_err(|e| format!("built-in HSM profile {name}: {e}"))
+    }
+
+    /// Parses and checks profile text.
+    ///
+    /// # Errors
+    /// TOML errors (naming unknown keys) and mechanism/algorithm mismatches.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let p: HsmProfile = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (alg, settings) in &p.algorithms {
+            let a: Algorithm = alg.parse()?;
+            if !settings.mechanism.implements(a) {
+                return Err(format!(
+                    "[algorithms.{alg}] mechanism {:?} cannot implement {alg}",
+                    settings.mechanism
+                ));
+            }
+        }
+        if p.rsa.bits < 2048 {
+            return Err(format!("[rsa] bits = {} is below the minimum of 2048", p.rsa.bits));
+        }
+        if p.sessions.pool_size == 0 {
+            return Err("[sessions] pool_size must be at least 1".into());
+        }
+        Ok(p)
+    }
+
+    /// The settings for `alg`, or `None` when the profile does not promise it.
+    pub fn algorithm(&self, alg: Algorithm) -> Option<&AlgorithmSettings> {
+        self.algorithms.get(alg.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_softhsm2_profile_loads() {
+        let p = HsmProfile::load("softhsm2", None).unwrap();
+        assert_eq!(
+            p.algorithm(Algorithm::ES256).unwrap().mechanism,
+            Mechanism::CKM_ECDSA
+        );
+        assert!(p.algorithm(Algorithm::EdDSA).is_some());
+    }
+
+    #[test]
+    fn mismatched_mechanism_is_refused() {
+        let text = "name = \"x\"\n[algorithms.ES256]\nmechanism = \"CKM_EDDSA\"\n";
+        assert!(HsmProfile::parse(text).unwrap_err().contains("cannot implement"));
+    }
+
+    #[test]
+    fn unknown_profile_names_the_choices() {
+        let err = HsmProfile::load("luna9", None).unwrap_err();
+        assert!(err.contains("softhsm2"), "{err}");
+    }
+}

@@ -1,0 +1,126 @@
+//! The daemon's TOML configuration. Unknown keys are refused, naming the key,
+//! so a typo never silently falls back to a default.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The whole `custosd` configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the daemon listens and keeps its state.
+    pub server: ServerConfig,
+    /// Key backends by name; a keyset names the backend that holds its keys.
+    #[serde(default)]
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+/// `[server]`: socket and state directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Path of the Unix socket to serve gRPC on.
+    pub socket: PathBuf,
+    /// Directory for the keyring manifest.
+    pub state_dir: PathBuf,
+    /// Directory with HSM profile files; the built-in profiles are used when unset
+    /// or when a profile is not found there.
+    #[serde(default)]
+    pub profiles_dir: Option<PathBuf>,
+}
+
+/// `[backends.NAME]`: one key device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// A PKCS#11 token (HSM or SoftHSM2).
+    Pkcs11(Pkcs11Config),
+}
+
+/// `kind = "pkcs11"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// HSM profile name (`hsm-profiles/NAME.toml`).
+    pub profile: String,
+    /// Path of the PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// Label of the token to use.
+    pub token_label: String,
+    /// Where the user PIN comes from: `env:NAME` or `file:PATH`.
+    pub pin: String,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    ///
+    /// # Errors
+    /// A message naming the file and, for unknown or missing keys, the key.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// Parses config text and checks what serde cannot.
+    ///
+    /// # Errors
+    /// The TOML error (which names unknown keys) or a description of the problem.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.backends.is_empty() {
+            return Err("no [backends.NAME] table: configure at least one key backend".into());
+        }
+        for name in config.backends.keys() {
+            if name == "dev" {
+                return Err(
+                    "backend name \"dev\" is reserved for `custosd --dev`; pick another name"
+                        .into(),
+                );
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+socket = "/run/custos/custos.sock"
+state_dir = "/var/lib/custos"
+
+[backends.hsm]
+kind = "pkcs11"
+profile = "softhsm2"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "custos"
+pin = "env:CUSTOS_PIN"
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::parse(GOOD).unwrap();
+        let BackendConfig::Pkcs11(p) = &c.backends["hsm"];
+        assert_eq!(p.token_label, "custos");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let bad = GOOD.replace("token_label", "token_lable");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("token_lable"), "{err}");
+        let bad = GOOD.replace("[server]", "[server]\nsocekt = \"x\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("socekt"), "{err}");
+    }
+
+    #[test]
+    fn software_backends_are_not_configurable() {
+        let bad = GOOD.replace("kind = \"pkcs11\"", "kind = \"software\"");
+        assert!(Config::parse(&bad).is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! The daemon's domain error: one enum every layer below `server/` returns.
+//!
+//! Each variant says what kind of failure it is, so `server/status.rs` can map
+//! it to exactly one gRPC status; the message is written for the person who
+//! reads it and never contains secrets.
+
+use thiserror::Error;
+
+/// A failure of a Custos operation, with a message a person can act on.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The named keyset, key version or backend does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request itself is malformed (bad name, claims that are not a JSON object, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is well-formed but not allowed in the current state (wrong purpose, profile, ...).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The object to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The caller is not allowed to do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The key device (HSM/TPM) cannot be reached or is not answering; retrying may help.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault inside Custos or its state directory; the daemon log has the details.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Result alias for the daemon's domain operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,51 @@
+//! The FAPI profiles' algorithm rules (FAPI 1.0 Advanced 8.6, FAPI 2.0
+//! Security Profile 5.4, plain OpenID Connect).
+
+use crate::alg::Algorithm;
+use crate::error::{Error, Result};
+use crate::keyring::keyset::Profile;
+
+/// The algorithms `profile` allows.
+pub fn allowed(profile: Profile) -> &'static [Algorithm] {
+    match profile {
+        Profile::Fapi1Advanced => &[Algorithm::PS256, Algorithm::ES256],
+        Profile::Fapi2 => &[Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA],
+        Profile::Oidc => &[
+            Algorithm::PS256,
+            Algorithm::ES256,
+            Algorithm::EdDSA,
+            Algorithm::RS256,
+        ],
+    }
+}
+
+/// Refuses `alg` when `profile` does not allow it.
+///
+/// # Errors
+/// `FailedPrecondition` naming the profile and the algorithms it allows.
+pub fn check(profile: Profile, alg: Algorithm) -> Result<()> {
+    let allowed = allowed(profile);
+    if allowed.contains(&alg) {
+        return Ok(());
+    }
+    let names: Vec<_> = allowed.iter().map(|a| a.as_str()).collect();
+    Err(Error::FailedPrecondition(format!(
+        "profile {} does not allow {alg}; it allows {}",
+        profile.as_str(),
+        names.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rs256_only_under_oidc() {
+        assert!(check(Profile::Oidc, Algorithm::RS256).is_ok());
+        let err = check(Profile::Fapi2, Algorithm::RS256).unwrap_err().to_string();
+        assert!(err.contains("fapi2") && err.contains("PS256, ES256, EdDSA"), "{err}");
+        assert!(check(Profile::Fapi1Advanced, Algorithm::EdDSA).is_err());
+        assert!(check(Profile::Fapi1Advanced, Algorithm::PS256).is_ok());
+    }
+}

@@ -1,0 +1,228 @@
+//! Keysets and key versions: the keyring's data model.
+
+use crate::alg::Algorithm;
+use crate::backend::{KeyRef, PublicKey};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What a keyset's tokens are for; a keyset signs only for its purposes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// OpenID Connect ID tokens.
+    IdToken,
+    /// JARM authorization responses.
+    Jarm,
+    /// JWT access tokens (RFC 9068).
+    AccessToken,
+    /// Signed UserInfo responses.
+    Userinfo,
+    /// Request objects (RFC 9101), signed with a client's key.
+    RequestObject,
+    /// `private_key_jwt` client assertions (RFC 7523).
+    ClientAssertion,
+    /// Anything else, signed with `SignJwt` only.
+    Generic,
+}
+
+impl Purpose {
+    /// Every purpose.
+    pub const ALL: [Purpose; 7] = [
+        Self::IdToken,
+        Self::Jarm,
+        Self::AccessToken,
+        Self::Userinfo,
+        Self::RequestObject,
+        Self::ClientAssertion,
+        Self::Generic,
+    ];
+
+    /// The purpose's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IdToken => "id_token",
+            Self::Jarm => "jarm",
+            Self::AccessToken => "access_token",
+            Self::Userinfo => "userinfo",
+            Self::RequestObject => "request_object",
+            Self::ClientAssertion => "client_assertion",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Purpose {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
+            format!("unknown purpose {s:?}: use one of {}", all.join(", "))
+        })
+    }
+}
+
+/// The FAPI profile a keyset was created under; `fapi/profile.rs` holds its rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Profile {
+    /// FAPI 1.0 Advanced: PS256 or ES256.
+    #[serde(rename = "fapi1-advanced")]
+    Fapi1Advanced,
+    /// FAPI 2.0: PS256, ES256 or EdDSA.
+    #[default]
+    #[serde(rename = "fapi2")]
+    Fapi2,
+    /// Plain OpenID Connect: also RS256.
+    #[serde(rename = "oidc")]
+    Oidc,
+}
+
+impl Profile {
+    /// The profile's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fapi1Advanced => "fapi1-advanced",
+            Self::Fapi2 => "fapi2",
+            Self::Oidc => "oidc",
+        }
+    }
+}
+
+impl FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fapi1-advanced" => Ok(Self::Fapi1Advanced),
+            "fapi2" | "" => Ok(Self::Fapi2),
+            "oidc" => Ok(Self::Oidc),
+            _ => Err(format!(
+                "unknown profile {s:?}: use fapi1-advanced, fapi2 or oidc"
+            )),
+        }
+    }
+}
+
+/// The life-cycle state of a key version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    /// Published, not yet signing.
+    Pending,
+    /// The one version that signs.
+    Active,
+    /// Published and verifying, no longer signing.
+    Retired,
+    /// Unpublished, verifies nothing, still on the device.
+    Disabled,
+    /// Removed from the device; only its kid and history remain.
+    Destroyed,
+}
+
+impl VersionState {
+    /// The state's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Retired => "retired",
+            Self::Disabled => "disabled",
+            Self::Destroyed => "destroyed",
+        }
+    }
+
+    /// Whether a version in this state appears in the JWKS.
+    pub fn is_published(self) -> bool {
+        matches!(self, Self::Pending | Self::Active | Self::Retired)
+    }
+}
+
+/// One key of a keyset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersion {
+    /// RFC 7638 thumbprint of the public key.
+    pub kid: String,
+    /// Life-cycle state.
+    pub state: VersionState,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// The device object.
+    pub key_ref: KeyRef,
+    /// The public key, kept so JWKS and verification need no device call.
+    pub public: PublicKey,
+}
+
+/// A named, purpose-bound series of key versions on one backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keyset {
+    /// Unique name.
+    pub name: String,
+    /// The algorithm every version signs with.
+    pub alg: Algorithm,
+    /// What the keyset may sign.
+    pub purposes: Vec<Purpose>,
+    /// Backend name from the config.
+    pub backend: String,
+    /// FAPI profile.
+    #[serde(default)]
+    pub profile: Profile,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// Versions, oldest first.
+    pub versions: Vec<KeyVersion>,
+}
+
+impl Keyset {
+    /// The active version, if any.
+    pub fn active(&self) -> Option<&KeyVersion> {
+        self.versions.iter().find(|v| v.state == VersionState::Active)
+    }
+}
+
+/// Checks a keyset name: 1-64 characters of `[A-Za-z0-9._-]`.
+///
+/// # Errors
+/// A message saying what is wrong with the name.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!(
+            "keyset name must be 1 to 64 characters (got {})",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "keyset name {name:?} has the character {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("as-id-token").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a/b").is_err());
+        assert!(check_name(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn purposes_round_trip() {
+        for p in Purpose::ALL {
+            assert_eq!(p.as_str().parse::<Purpose>(), Ok(p));
+        }
+        assert!("idtoken".parse::<Purpose>().unwrap_err().contains("id_token"));
+    }
+}

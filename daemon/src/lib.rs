@@ -1,0 +1,36 @@
+//! # custos-daemon
+//!
+//! `custosd` keeps a FAPI authorization server's signing keys inside a
+//! PKCS#11 HSM (or, later, a TPM) and signs tokens with them over gRPC on a
+//! Unix socket. Private keys never leave the device.
+//!
+//! ## Layout
+//!
+//! The folders follow a request, and the arrows run one way:
+//!
+//! - [`server`]: gRPC services; caller identity and checks; proto <-> domain; error -> status.
+//! - [`fapi`]: what each FAPI token must contain; the profiles' algorithm rules.
+//! - [`jose`]: JWK/JWKS, RFC 7638 thumbprints, compact JWS with device keys.
+//! - [`keyring`]: keysets, versions and states, the atomically written manifest.
+//! - [`backend`]: the [`backend::KeyBackend`] trait; PKCS#11 and the `--dev` software backend.
+//!
+//! Beside them: [`config`] (TOML), [`secret`] (PINs), [`alg`] (the JOSE
+//! algorithms), [`error`] (the domain error) and [`runtime`] (wiring).
+//!
+//! One exception to the arrows, on purpose: `keyring` uses `jose::jwk`
+//! (pure functions over a public key) because a version's kid *is* its
+//! RFC 7638 thumbprint.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod alg;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod fapi;
+pub mod jose;
+pub mod keyring;
+pub mod runtime;
+pub mod secret;
+pub mod server;
