@@ -87,8 +87,8 @@ impl Client {
             reason,
         };
         // The URI is a placeholder required by tonic; the connector ignores it.
-        let endpoint = Endpoint::try_from("http://custosd.invalid")
-            .map_err(|e| connect_err(e.to_string()))?;
+        let endpoint =
+            Endpoint::try_from("http://custosd.invalid").map_err(|e| connect_err(e.to_string()))?;
         let socket = path.clone();
         let channel = endpoint
             .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -171,7 +171,13 @@ impl Client {
         let req = proto::GetJwksRequest {
             keyset: keyset.unwrap_or_default().into(),
         };
-        Ok(self.keys.clone().get_jwks(req).await?.into_inner().jwks_json)
+        Ok(self
+            .keys
+            .clone()
+            .get_jwks(req)
+            .await?
+            .into_inner()
+            .jwks_json)
     }
 
     /// Signs a JSON object of claims with a keyset's active key.

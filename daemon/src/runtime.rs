@@ -39,9 +39,8 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
         Mode::Dev => {
             eprintln!("{DEV_BANNER}");
             let state = PathBuf::from("custos-dev");
-            let dev: Arc<dyn KeyBackend> = Arc::new(
-                SoftwareBackend::new(state.join("dev-keys")).map_err(|e| e.to_string())?,
-            );
+            let dev: Arc<dyn KeyBackend> =
+                Arc::new(SoftwareBackend::new(state.join("dev-keys")).map_err(|e| e.to_string())?);
             let keyring = Keyring::open(state, BTreeMap::from([("dev".to_string(), dev)]))
                 .map_err(|e| e.to_string())?;
             Ok(Setup {

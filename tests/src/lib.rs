@@ -1,1 +1,323 @@
+//! The end-to-end harness: a private SoftHSM2 token per test, a real
+//! `custosd` process on its own socket, and verifiers that are not Custos.
+//!
+//! The binaries come from the same target directory as the test executable,
+//! so run `cargo build --workspace --bins` before `cargo test` (the README's
+//! test command, `tests/run`, does).
 
+#![forbid(unsafe_code)]
+
+pub mod verify;
+
+use custos_client::Client;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The SoftHSM2 module on Debian.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Path of a workspace binary built next to the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (tests/run does)",
+        path.display()
+    );
+    path
+}
+
+/// A private SoftHSM2 token: its own config and token directory.
+#[derive(Debug)]
+pub struct Hsm {
+    /// Temporary directory holding everything of this test.
+    pub dir: tempfile::TempDir,
+    /// The SOFTHSM2_CONF file.
+    pub conf: PathBuf,
+    /// Token label.
+    pub label: String,
+    /// User PIN (random per test, so tests can grep logs for it).
+    pub pin: String,
+}
+
+impl Hsm {
+    /// Initializes a fresh token labelled `custos`.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).expect("token dir");
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        let pin = format!("pin-{:016x}", rand::random::<u64>());
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                "custos",
+                "--so-pin",
+                "so-secret",
+                "--pin",
+                &pin,
+            ])
+            .output()
+            .expect("softhsm2-util runs (apt-get install softhsm2)");
+        assert!(
+            out.status.success(),
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir,
+            conf,
+            label: "custos".into(),
+            pin,
+        }
+    }
+
+    /// Runs `pkcs11-tool` (OpenSC, independent of Custos) against this token.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .args([
+                "--module",
+                SOFTHSM_MODULE,
+                "--token-label",
+                &self.label,
+                "--login",
+                "--pin",
+                &self.pin,
+            ])
+            .args(args)
+            .output()
+            .expect("pkcs11-tool runs (apt-get install opensc)");
+        assert!(
+            out.status.success(),
+            "pkcs11-tool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Default for Hsm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How to configure a daemon under test.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// PKCS#11 module path.
+    pub module: String,
+    /// Extra environment for the daemon process.
+    pub env: Vec<(String, String)>,
+    /// Extra TOML appended to the `[backends.hsm]` table's file (other tables).
+    pub extra_toml: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            module: SOFTHSM_MODULE.into(),
+            env: Vec::new(),
+            extra_toml: String::new(),
+        }
+    }
+}
+
+/// A running `custosd` with its own socket and state directory.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// The Unix socket.
+    pub socket: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    /// The daemon's stderr log.
+    pub log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Writes a config for `hsm` and starts the daemon on it.
+    pub async fn start(hsm: &Hsm) -> Self {
+        Self::start_with(hsm, DaemonConfig::default()).await
+    }
+
+    /// Starts a daemon with custom settings.
+    pub async fn start_with(hsm: &Hsm, cfg: DaemonConfig) -> Self {
+        let base = hsm.dir.path();
+        let n = rand::random::<u32>();
+        let socket = base.join(format!("custos-{n:08x}.sock"));
+        let state_dir = base.join("state");
+        let config = base.join(format!("custos-{n:08x}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nsocket = \"{}\"\nstate_dir = \"{}\"\n\n[backends.hsm]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{}\"\ntoken_label = \"{}\"\npin = \"env:CUSTOS_TEST_PIN\"\n{}",
+                socket.display(),
+                state_dir.display(),
+                cfg.module,
+                hsm.label,
+                cfg.extra_toml
+            ),
+        )
+        .expect("write config");
+        let mut env = vec![
+            ("SOFTHSM2_CONF".to_string(), hsm.conf.display().to_string()),
+            ("CUSTOS_TEST_PIN".to_string(), hsm.pin.clone()),
+        ];
+        env.extend(cfg.env);
+        let mut d = Self {
+            child: None,
+            socket,
+            state_dir,
+            log: base.join(format!("custosd-{n:08x}.log")),
+            config,
+            env,
+        };
+        d.spawn().await;
+        d
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("daemon log");
+        let child = Command::new(bin("custosd"))
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("CUSTOS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("custosd starts");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("custosd exited early ({status}):\n{}", self.log_text());
+                }
+            }
+            if let Ok(c) = Client::connect_unix(&self.socket).await {
+                if c.list_keysets().await.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "custosd not ready:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> Client {
+        Client::connect_unix(&self.socket)
+            .await
+            .expect("connect to custosd")
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+        child.wait().expect("custosd exits")
+    }
+
+    /// Stops the daemon with SIGTERM (asserting exit 0) and starts it again
+    /// with the same config, token and state.
+    pub async fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "custosd exit status {status}:\n{}",
+            self.log_text()
+        );
+        self.spawn().await;
+    }
+
+    /// Runs the `custos` CLI against this daemon.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(&self.socket, args, stdin)
+    }
+}
+
+/// Runs the `custos` CLI with `--socket`.
+pub fn run_cli(socket: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin("custos"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("custos runs");
+    let mut input = child.stdin.take().expect("stdin piped");
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("custos finishes")
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -15,7 +15,12 @@ use std::process::ExitCode;
 #[command(name = "custos", version)]
 struct Cli {
     /// The daemon's Unix socket.
-    #[arg(long, global = true, env = "CUSTOS_SOCKET", default_value = "/run/custos/custos.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTOS_SOCKET",
+        default_value = "/run/custos/custos.sock"
+    )]
     socket: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -130,7 +135,10 @@ fn keyset_json(ks: &proto::Keyset) -> serde_json::Value {
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
 }
 
 fn active_kid(ks: &proto::Keyset) -> &str {
@@ -159,14 +167,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     profile,
                 })
                 .await?;
-            println!("created keyset {} ({}), kid {}", ks.name, ks.alg, active_kid(&ks));
+            println!(
+                "created keyset {} ({}), kid {}",
+                ks.name,
+                ks.alg,
+                active_kid(&ks)
+            );
         }
         Command::Keyset(KeysetCmd::List { json }) => {
             let list = client.list_keysets().await?;
             if json {
-                print_json(&serde_json::Value::Array(list.iter().map(keyset_json).collect()));
+                print_json(&serde_json::Value::Array(
+                    list.iter().map(keyset_json).collect(),
+                ));
             } else {
-                println!("{:<24} {:<6} {:<10} {:<32} ACTIVE KID", "NAME", "ALG", "BACKEND", "PURPOSES");
+                println!(
+                    "{:<24} {:<6} {:<10} {:<32} ACTIVE KID",
+                    "NAME", "ALG", "BACKEND", "PURPOSES"
+                );
                 for ks in &list {
                     println!(
                         "{:<24} {:<6} {:<10} {:<32} {}",
@@ -227,7 +245,10 @@ fn read_input(path: Option<&PathBuf>) -> Result<String, Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("custos: cannot start the async runtime: {e}");

@@ -87,7 +87,10 @@ impl PublicKey {
     /// Builds an RSA key, stripping leading zero bytes.
     pub fn rsa(n: &[u8], e: &[u8]) -> Self {
         let strip = |b: &[u8]| {
-            let first = b.iter().position(|&x| x != 0).unwrap_or(b.len().saturating_sub(1));
+            let first = b
+                .iter()
+                .position(|&x| x != 0)
+                .unwrap_or(b.len().saturating_sub(1));
             hex::encode(&b[first..])
         };
         Self::Rsa {

@@ -149,7 +149,11 @@ impl HsmProfile {
     /// # Errors
     /// A message naming the profile and the problem.
     pub fn load(name: &str, dir: Option<&Path>) -> Result<Self, String> {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(format!("invalid HSM profile name {name:?}"));
         }
         if let Some(dir) = dir {
@@ -186,7 +190,10 @@ impl HsmProfile {
             }
         }
         if p.rsa.bits < 2048 {
-            return Err(format!("[rsa] bits = {} is below the minimum of 2048", p.rsa.bits));
+            return Err(format!(
+                "[rsa] bits = {} is below the minimum of 2048",
+                p.rsa.bits
+            ));
         }
         if p.sessions.pool_size == 0 {
             return Err("[sessions] pool_size must be at least 1".into());
@@ -217,7 +224,9 @@ mod tests {
     #[test]
     fn mismatched_mechanism_is_refused() {
         let text = "name = \"x\"\n[algorithms.ES256]\nmechanism = \"CKM_EDDSA\"\n";
-        assert!(HsmProfile::parse(text).unwrap_err().contains("cannot implement"));
+        assert!(HsmProfile::parse(text)
+            .unwrap_err()
+            .contains("cannot implement"));
     }
 
     #[test]

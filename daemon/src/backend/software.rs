@@ -55,8 +55,9 @@ impl SoftwareBackend {
             return Ok(k);
         }
         let path = self.path(key)?;
-        let pem = std::fs::read(&path)
-            .map_err(|_| BackendError::KeyNotFound(format!("{} ({})", key.label, path.display())))?;
+        let pem = std::fs::read(&path).map_err(|_| {
+            BackendError::KeyNotFound(format!("{} ({})", key.label, path.display()))
+        })?;
         let k = PKey::private_key_from_pem(&pem).map_err(ossl("reading a dev key"))?;
         if let Ok(mut m) = self.keys.write() {
             m.insert(key.id.clone(), k.clone());
@@ -87,7 +88,9 @@ fn public_of(k: &PKey<Private>) -> Result<PublicKey, BackendError> {
         Id::ED25519 => Ok(PublicKey::ed25519(
             &k.raw_public_key().map_err(ossl("Ed25519 key"))?,
         )),
-        other => Err(BackendError::Internal(format!("unexpected dev key type {other:?}"))),
+        other => Err(BackendError::Internal(format!(
+            "unexpected dev key type {other:?}"
+        ))),
     }
 }
 
@@ -151,7 +154,8 @@ impl KeyBackend for SoftwareBackend {
                 let mut s = Signer::new(MessageDigest::sha256(), &k).map_err(&err)?;
                 if alg == Algorithm::PS256 {
                     s.set_rsa_padding(Padding::PKCS1_PSS).map_err(&err)?;
-                    s.set_rsa_pss_saltlen(RsaPssSaltlen::custom(32)).map_err(&err)?;
+                    s.set_rsa_pss_saltlen(RsaPssSaltlen::custom(32))
+                        .map_err(&err)?;
                     s.set_rsa_mgf1_md(MessageDigest::sha256()).map_err(&err)?;
                 }
                 s.sign_oneshot_to_vec(message).map_err(&err)

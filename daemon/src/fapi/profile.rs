@@ -43,8 +43,13 @@ mod tests {
     #[test]
     fn rs256_only_under_oidc() {
         assert!(check(Profile::Oidc, Algorithm::RS256).is_ok());
-        let err = check(Profile::Fapi2, Algorithm::RS256).unwrap_err().to_string();
-        assert!(err.contains("fapi2") && err.contains("PS256, ES256, EdDSA"), "{err}");
+        let err = check(Profile::Fapi2, Algorithm::RS256)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fapi2") && err.contains("PS256, ES256, EdDSA"),
+            "{err}"
+        );
         assert!(check(Profile::Fapi1Advanced, Algorithm::EdDSA).is_err());
         assert!(check(Profile::Fapi1Advanced, Algorithm::PS256).is_ok());
     }

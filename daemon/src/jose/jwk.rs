@@ -84,13 +84,18 @@ mod tests {
         );
         // The same key through the PublicKey path.
         let key = PublicKey::rsa(&B64.decode(n).unwrap(), &[1, 0, 1]);
-        assert_eq!(thumbprint(&key), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            thumbprint(&key),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     /// RFC 8037 appendix A.3: the Ed25519 example key's thumbprint.
     #[test]
     fn rfc8037_okp_thumbprint() {
-        let x = B64.decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
+        let x = B64
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
         assert_eq!(
             thumbprint(&PublicKey::ed25519(&x)),
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"

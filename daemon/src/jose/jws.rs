@@ -85,7 +85,9 @@ pub fn parse_claims(json: &str) -> Result<Map<String, Value>> {
             "claims must be a JSON object, not {}",
             kind_of(&other)
         ))),
-        Err(e) => Err(Error::InvalidArgument(format!("claims are not valid JSON: {e}"))),
+        Err(e) => Err(Error::InvalidArgument(format!(
+            "claims are not valid JSON: {e}"
+        ))),
     }
 }
 
@@ -139,10 +141,16 @@ mod tests {
     fn claims_must_be_a_small_object() {
         assert!(parse_claims("{\"a\":1}").is_ok());
         for bad in ["[]", "1", "\"x\"", "{", "null"] {
-            assert!(matches!(parse_claims(bad), Err(Error::InvalidArgument(_))), "{bad}");
+            assert!(
+                matches!(parse_claims(bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
         }
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_CLAIMS_BYTES));
-        assert!(parse_claims(&big).unwrap_err().to_string().contains("64 KiB"));
+        assert!(parse_claims(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("64 KiB"));
     }
 
     #[test]
@@ -159,7 +167,12 @@ mod tests {
             key_ref,
             backend,
         };
-        let jws = sign_jwt(&key, Some("at+jwt"), parse_claims("{\"sub\":\"x\"}").unwrap()).unwrap();
+        let jws = sign_jwt(
+            &key,
+            Some("at+jwt"),
+            parse_claims("{\"sub\":\"x\"}").unwrap(),
+        )
+        .unwrap();
         let jwk = crate::jose::jwk::public_jwk(&public, &kid, Algorithm::ES256);
         let jwk = josekit::jwk::Jwk::from_map(jwk.as_object().unwrap().clone()).unwrap();
         let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();

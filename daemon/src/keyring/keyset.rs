@@ -61,10 +61,13 @@ impl fmt::Display for Purpose {
 impl FromStr for Purpose {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
-            format!("unknown purpose {s:?}: use one of {}", all.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
+                format!("unknown purpose {s:?}: use one of {}", all.join(", "))
+            })
     }
 }
 
@@ -180,7 +183,9 @@ pub struct Keyset {
 impl Keyset {
     /// The active version, if any.
     pub fn active(&self) -> Option<&KeyVersion> {
-        self.versions.iter().find(|v| v.state == VersionState::Active)
+        self.versions
+            .iter()
+            .find(|v| v.state == VersionState::Active)
     }
 }
 
@@ -223,6 +228,9 @@ mod tests {
         for p in Purpose::ALL {
             assert_eq!(p.as_str().parse::<Purpose>(), Ok(p));
         }
-        assert!("idtoken".parse::<Purpose>().unwrap_err().contains("id_token"));
+        assert!("idtoken"
+            .parse::<Purpose>()
+            .unwrap_err()
+            .contains("id_token"));
     }
 }

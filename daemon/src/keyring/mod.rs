@@ -86,9 +86,15 @@ impl Keyring {
     /// # Errors
     /// A clear error for a damaged manifest, a keyset whose backend is not
     /// configured, or a key that is missing or different on the device.
-    pub fn open(state_dir: PathBuf, backends: BTreeMap<String, Arc<dyn KeyBackend>>) -> Result<Self> {
+    pub fn open(
+        state_dir: PathBuf,
+        backends: BTreeMap<String, Arc<dyn KeyBackend>>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&state_dir).map_err(|e| {
-            Error::Internal(format!("cannot create state_dir {}: {e}", state_dir.display()))
+            Error::Internal(format!(
+                "cannot create state_dir {}: {e}",
+                state_dir.display()
+            ))
         })?;
         let m = manifest::load(&state_dir)?;
         for ks in m.keysets.values() {
@@ -98,7 +104,11 @@ impl Keyring {
                     ks.name, ks.backend
                 )));
             };
-            for v in ks.versions.iter().filter(|v| v.state != VersionState::Destroyed) {
+            for v in ks
+                .versions
+                .iter()
+                .filter(|v| v.state != VersionState::Destroyed)
+            {
                 let public = backend.load(&v.key_ref, ks.alg).map_err(|e| {
                     Error::from(e).with_context(&format!("keyset {:?} kid {}", ks.name, v.kid))
                 })?;
@@ -162,9 +172,12 @@ impl Keyring {
         }
         let backend_name = match req.backend {
             Some(b) if !b.is_empty() => b,
-            _ => self.backends.keys().next().cloned().ok_or_else(|| {
-                Error::FailedPrecondition("no backend is configured".into())
-            })?,
+            _ => self
+                .backends
+                .keys()
+                .next()
+                .cloned()
+                .ok_or_else(|| Error::FailedPrecondition("no backend is configured".into()))?,
         };
         let Some(backend) = self.backends.get(&backend_name).cloned() else {
             return Err(Error::NotFound(format!(
@@ -272,8 +285,7 @@ mod tests {
     use crate::backend::software::SoftwareBackend;
 
     fn ring(dir: &std::path::Path) -> Keyring {
-        let b: Arc<dyn KeyBackend> =
-            Arc::new(SoftwareBackend::new(dir.join("keys")).unwrap());
+        let b: Arc<dyn KeyBackend> = Arc::new(SoftwareBackend::new(dir.join("keys")).unwrap());
         Keyring::open(dir.join("state"), BTreeMap::from([("dev".to_string(), b)])).unwrap()
     }
 
@@ -290,7 +302,9 @@ mod tests {
     #[test]
     fn create_persists_and_reopens_with_the_same_kid() {
         let dir = tempfile::tempdir().unwrap();
-        let kid = ring(dir.path()).create(new("a")).unwrap().versions[0].kid.clone();
+        let kid = ring(dir.path()).create(new("a")).unwrap().versions[0]
+            .kid
+            .clone();
         let again = ring(dir.path());
         assert_eq!(again.keyset("a").unwrap().versions[0].kid, kid);
         assert_eq!(again.snapshot().generation, 1);
@@ -326,7 +340,10 @@ mod tests {
         let blocker = manifest::path(&dir.path().join("state"));
         std::fs::create_dir_all(blocker.join("x")).unwrap();
         assert!(matches!(r.create(new("a")), Err(Error::Internal(_))));
-        assert_eq!(std::fs::read_dir(dir.path().join("keys")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("keys")).unwrap().count(),
+            0
+        );
         assert!(r.keyset("a").is_err());
     }
 }

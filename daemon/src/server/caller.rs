@@ -39,7 +39,9 @@ impl Gate {
     /// A gate allowing the daemon's own uid and root.
     pub(crate) fn new() -> Self {
         // /proc/self belongs to the process's effective uid.
-        let own_uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+        let own_uid = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(0);
         Self { own_uid }
     }
 

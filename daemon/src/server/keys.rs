@@ -1,8 +1,8 @@
 //! The `KeyAdmin` service: create, list and show keysets, and the JWKS.
 
 use super::caller::Gate;
-use super::status::{blocking, to_status};
 use super::convert;
+use super::status::{blocking, to_status};
 use crate::error::Error;
 use crate::fapi;
 use crate::jose;

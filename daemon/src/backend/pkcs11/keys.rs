@@ -37,6 +37,10 @@ pub(super) fn generate(
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
+        // A signing key does nothing else: no decrypt, unwrap or derive.
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
         Attribute::Id(id),
         Attribute::Label(label),
     ];
@@ -92,10 +96,12 @@ pub(super) fn find(
     key: &KeyRef,
     alg: Algorithm,
 ) -> Result<(ObjectHandle, PublicKey), BackendError> {
-    let private = find_one(s, key, ObjectClass::PRIVATE_KEY)?
-        .ok_or_else(|| BackendError::KeyNotFound(format!("private key {} ({})", key.label, key.id)))?;
-    let public = find_one(s, key, ObjectClass::PUBLIC_KEY)?
-        .ok_or_else(|| BackendError::KeyNotFound(format!("public key {} ({})", key.label, key.id)))?;
+    let private = find_one(s, key, ObjectClass::PRIVATE_KEY)?.ok_or_else(|| {
+        BackendError::KeyNotFound(format!("private key {} ({})", key.label, key.id))
+    })?;
+    let public = find_one(s, key, ObjectClass::PUBLIC_KEY)?.ok_or_else(|| {
+        BackendError::KeyNotFound(format!("public key {} ({})", key.label, key.id))
+    })?;
     let pk = read_public(s, public, alg)?;
     Ok((private, pk))
 }
@@ -106,7 +112,11 @@ fn read_public(
     alg: Algorithm,
 ) -> Result<PublicKey, BackendError> {
     let types: &[AttributeType] = if alg.is_rsa() {
-        &[AttributeType::KeyType, AttributeType::Modulus, AttributeType::PublicExponent]
+        &[
+            AttributeType::KeyType,
+            AttributeType::Modulus,
+            AttributeType::PublicExponent,
+        ]
     } else {
         &[AttributeType::KeyType, AttributeType::EcPoint]
     };
@@ -172,7 +182,10 @@ pub(super) fn protection(
     let private = find_one(s, key, ObjectClass::PRIVATE_KEY)?
         .ok_or_else(|| BackendError::KeyNotFound(key.label.clone()))?;
     let attrs = s.run("reading key attributes", |session| {
-        session.get_attributes(private, &[AttributeType::Sensitive, AttributeType::Extractable])
+        session.get_attributes(
+            private,
+            &[AttributeType::Sensitive, AttributeType::Extractable],
+        )
     })?;
     let mut p = KeyProtection {
         sensitive: false,

@@ -156,14 +156,16 @@ impl KeyBackend for Pkcs11Backend {
     fn sign(&self, key: &KeyRef, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, BackendError> {
         let settings = self.settings(alg)?;
         let mut s = self.pool.get()?;
-        let handle = match self.cached_handle(key) {
-            Some(h) => h,
-            None => {
-                let (h, _) = keys::find(&mut s, key, alg)?;
-                self.remember(key, h);
-                h
+        if let Some(handle) = self.cached_handle(key) {
+            match sign::sign(&mut s, handle, settings.mechanism, message) {
+                // A cached handle can go stale (token restored, object re-created):
+                // look the key up once more before giving up.
+                Err(BackendError::KeyNotFound(_)) => self.forget(key),
+                other => return other,
             }
-        };
+        }
+        let (handle, _) = keys::find(&mut s, key, alg)?;
+        self.remember(key, handle);
         sign::sign(&mut s, handle, settings.mechanism, message)
     }
 
