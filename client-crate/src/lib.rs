@@ -65,6 +65,10 @@ pub struct KeysetSpec {
     pub backend: Option<String>,
     /// FAPI profile (`fapi2` when `None`).
     pub profile: Option<String>,
+    /// Issuer every token of the keyset must carry.
+    pub issuer: Option<String>,
+    /// Longest token lifetime in seconds (`None`: one hour).
+    pub max_token_lifetime: Option<i64>,
 }
 
 /// A connection to `custosd`. Cheap to clone; clones share the connection.
@@ -136,6 +140,8 @@ impl Client {
             purposes: spec.purposes,
             backend: spec.backend.unwrap_or_default(),
             profile: spec.profile.unwrap_or_default(),
+            issuer: spec.issuer.unwrap_or_default(),
+            max_token_lifetime: spec.max_token_lifetime.unwrap_or_default(),
         };
         Ok(self.keys.clone().create_keyset(req).await?.into_inner())
     }
@@ -199,5 +205,97 @@ impl Client {
             claims_json: claims_json.into(),
         };
         Ok(self.signer.clone().sign_jwt(req).await?.into_inner())
+    }
+
+    /// Signs an OpenID Connect ID token; Custos computes `c_hash`, `at_hash`
+    /// and `s_hash` from the code, access token and state given.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` naming the claim at fault, or the keyset's refusals.
+    pub async fn sign_id_token(
+        &self,
+        req: proto::SignIdTokenRequest,
+    ) -> Result<proto::SignedToken, Error> {
+        Ok(self.signer.clone().sign_id_token(req).await?.into_inner())
+    }
+
+    /// Signs a JARM authorization response.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for mixed or unknown parameters, or the keyset's refusals.
+    pub async fn sign_jarm_response(
+        &self,
+        req: proto::SignJarmResponseRequest,
+    ) -> Result<proto::SignedToken, Error> {
+        Ok(self
+            .signer
+            .clone()
+            .sign_jarm_response(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Signs an RFC 9101 request object with a client's key.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` naming the claim at fault, or the keyset's refusals.
+    pub async fn sign_request_object(
+        &self,
+        req: proto::SignRequestObjectRequest,
+    ) -> Result<proto::SignedToken, Error> {
+        Ok(self
+            .signer
+            .clone()
+            .sign_request_object(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Signs a `private_key_jwt` client assertion with a fresh `jti`.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for an empty client id or audience, or the keyset's refusals.
+    pub async fn sign_client_assertion(
+        &self,
+        req: proto::SignClientAssertionRequest,
+    ) -> Result<proto::SignedToken, Error> {
+        Ok(self
+            .signer
+            .clone()
+            .sign_client_assertion(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Signs an RFC 9068 access token, optionally certificate- or DPoP-bound.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` naming the claim at fault or a bad certificate, or the keyset's refusals.
+    pub async fn sign_access_token(
+        &self,
+        req: proto::SignAccessTokenRequest,
+    ) -> Result<proto::SignedToken, Error> {
+        Ok(self
+            .signer
+            .clone()
+            .sign_access_token(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Decrypts a JWE encrypted to an RSA-OAEP-256 keyset, inside the device.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a JWE that is malformed or does not decrypt.
+    pub async fn decrypt_jwe(
+        &self,
+        keyset: &str,
+        jwe: &str,
+    ) -> Result<proto::DecryptJweResponse, Error> {
+        let req = proto::DecryptJweRequest {
+            keyset: keyset.into(),
+            jwe: jwe.into(),
+        };
+        Ok(self.signer.clone().decrypt_jwe(req).await?.into_inner())
     }
 }

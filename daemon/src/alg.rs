@@ -17,11 +17,21 @@ pub enum Algorithm {
     RS256,
     /// EdDSA with Ed25519 (RFC 8037).
     EdDSA,
+    /// RSAES-OAEP with SHA-256 and MGF1-SHA-256: key encryption for JWE
+    /// (decryption keysets only; it never signs).
+    #[serde(rename = "RSA-OAEP-256")]
+    RsaOaep256,
 }
 
 impl Algorithm {
     /// Every algorithm, in the order they are documented.
-    pub const ALL: [Algorithm; 4] = [Self::ES256, Self::PS256, Self::EdDSA, Self::RS256];
+    pub const ALL: [Algorithm; 5] = [
+        Self::ES256,
+        Self::PS256,
+        Self::EdDSA,
+        Self::RS256,
+        Self::RsaOaep256,
+    ];
 
     /// The JOSE `alg` value.
     pub fn as_str(self) -> &'static str {
@@ -30,12 +40,18 @@ impl Algorithm {
             Self::PS256 => "PS256",
             Self::RS256 => "RS256",
             Self::EdDSA => "EdDSA",
+            Self::RsaOaep256 => "RSA-OAEP-256",
         }
+    }
+
+    /// Whether this is a signature algorithm (everything but RSA-OAEP-256).
+    pub fn is_signing(self) -> bool {
+        !matches!(self, Self::RsaOaep256)
     }
 
     /// Whether the key behind this algorithm is an RSA key.
     pub fn is_rsa(self) -> bool {
-        matches!(self, Self::PS256 | Self::RS256)
+        matches!(self, Self::PS256 | Self::RS256 | Self::RsaOaep256)
     }
 }
 
@@ -53,7 +69,7 @@ impl FromStr for Algorithm {
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                format!("unsupported algorithm {s:?}: use one of ES256, PS256, EdDSA, RS256")
+                format!("unsupported algorithm {s:?}: use one of ES256, PS256, EdDSA, RS256 (signing) or RSA-OAEP-256 (decryption)")
             })
     }
 }

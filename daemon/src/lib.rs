@@ -14,6 +14,8 @@
 //! - [`keyring`]: keysets, versions and states, the atomically written manifest.
 //! - [`backend`]: the [`backend::KeyBackend`] trait; PKCS#11 and the `--dev` software backend.
 //!
+//! - [`binding`]: sender constraints (client certificates, DPoP), beside `fapi`.
+//!
 //! Beside them: [`config`] (TOML), [`secret`] (PINs), [`alg`] (the JOSE
 //! algorithms), [`error`] (the domain error) and [`runtime`] (wiring).
 //!
@@ -26,6 +28,7 @@
 
 pub mod alg;
 pub mod backend;
+pub mod binding;
 pub mod config;
 pub mod error;
 pub mod fapi;

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod jwe;
 pub mod verify;
 
 use custos_client::Client;

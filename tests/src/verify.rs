@@ -144,3 +144,15 @@ pub fn openssl_pss_verify(jws: &str, jwk: &Value, salt_len: usize) -> Result<boo
         .map_err(|e| format!("openssl: {e}"))?;
     Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK"))
 }
+
+/// The OpenID Connect token hash, computed here independently: base64url of
+/// the left half of SHA-256 (ES256, PS256, RS256) or SHA-512 (EdDSA).
+pub fn oidc_hash(alg: &str, value: &str) -> String {
+    use sha2::Digest;
+    let full: Vec<u8> = if alg == "EdDSA" {
+        sha2::Sha512::digest(value.as_bytes()).to_vec()
+    } else {
+        sha2::Sha256::digest(value.as_bytes()).to_vec()
+    };
+    B64.encode(&full[..full.len() / 2])
+}

@@ -40,6 +40,15 @@ enum Command {
     /// Sign tokens.
     #[command(subcommand)]
     Sign(SignCmd),
+    /// Decrypt a JWE encrypted to a request_object_decryption keyset; prints the plaintext.
+    Decrypt {
+        /// Keyset name.
+        #[arg(long)]
+        keyset: String,
+        /// The compact JWE.
+        #[arg(long)]
+        jwe: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +70,12 @@ enum KeysetCmd {
         /// FAPI profile: fapi2 (default), fapi1-advanced or oidc.
         #[arg(long)]
         profile: Option<String>,
+        /// Issuer (`iss`) every token of this keyset carries.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Longest token lifetime in seconds (default 3600).
+        #[arg(long)]
+        max_lifetime: Option<i64>,
     },
     /// List keysets.
     List {
@@ -82,6 +97,113 @@ enum KeysetCmd {
 enum SignCmd {
     /// Sign a JSON object of claims as a compact JWS.
     Jwt(SignJwt),
+    /// Sign an OpenID Connect ID token (c_hash, at_hash, s_hash computed by Custos).
+    IdToken(SignIdToken),
+    /// Sign a JARM authorization response.
+    Jarm(SignJarm),
+    /// Sign an RFC 9101 request object (typ oauth-authz-req+jwt).
+    RequestObject(SignRequestObject),
+    /// Sign a private_key_jwt client assertion (RFC 7523).
+    ClientAssertion(SignClientAssertion),
+    /// Sign an RFC 9068 access token (typ at+jwt), optionally bound.
+    AccessToken(SignAccessToken),
+}
+
+#[derive(Debug, Args)]
+struct Encrypt {
+    /// Encrypt the signed token to this public JWK (file): nested JWT.
+    #[arg(long)]
+    encrypt_to: Option<PathBuf>,
+    /// Content encryption with --encrypt-to: A256GCM (default) or A128CBC-HS256.
+    #[arg(long, requires = "encrypt_to")]
+    enc: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SignIdToken {
+    /// Keyset name.
+    #[arg(long)]
+    keyset: String,
+    /// Authorization code issued with the token (adds c_hash).
+    #[arg(long)]
+    code: Option<String>,
+    /// Access token issued with the token (adds at_hash).
+    #[arg(long)]
+    access_token: Option<String>,
+    /// The request's state (adds s_hash).
+    #[arg(long)]
+    state: Option<String>,
+    /// Claims JSON file (iss, sub, aud, exp); standard input when absent.
+    #[arg(long)]
+    claims: Option<PathBuf>,
+    #[command(flatten)]
+    encrypt: Encrypt,
+}
+
+#[derive(Debug, Args)]
+struct SignJarm {
+    /// Keyset name.
+    #[arg(long)]
+    keyset: String,
+    /// The client the response is for (aud).
+    #[arg(long)]
+    client_id: String,
+    /// Lifetime in seconds (default and maximum 600).
+    #[arg(long)]
+    lifetime: Option<i64>,
+    /// Response parameters JSON file ({code, state} or {error, ...}); standard input when absent.
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Issuer, when the keyset has none configured.
+    #[arg(long)]
+    issuer: Option<String>,
+    #[command(flatten)]
+    encrypt: Encrypt,
+}
+
+#[derive(Debug, Args)]
+struct SignRequestObject {
+    /// Keyset name (the client's key).
+    #[arg(long)]
+    keyset: String,
+    /// Claims JSON file; standard input when absent.
+    #[arg(long)]
+    claims: Option<PathBuf>,
+    /// Lifetime in seconds when the claims have no exp (default 300, at most 3600).
+    #[arg(long)]
+    lifetime: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct SignClientAssertion {
+    /// Keyset name (the client's key).
+    #[arg(long)]
+    keyset: String,
+    /// The client id (iss and sub).
+    #[arg(long)]
+    client_id: String,
+    /// The authorization server's issuer or token endpoint (aud).
+    #[arg(long)]
+    audience: String,
+    /// Lifetime in seconds (default 60).
+    #[arg(long)]
+    lifetime: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct SignAccessToken {
+    /// Keyset name.
+    #[arg(long)]
+    keyset: String,
+    /// Bind to this client certificate (PEM or DER file): cnf.x5t#S256.
+    #[arg(long, conflicts_with = "jkt")]
+    cert: Option<PathBuf>,
+    /// Bind to this DPoP key thumbprint: cnf.jkt.
+    #[arg(long)]
+    jkt: Option<String>,
+    /// Claims JSON file (iss, sub, aud, exp, client_id); standard input when absent.
+    #[arg(long)]
+    claims: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +279,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             purpose,
             backend,
             profile,
+            issuer,
+            max_lifetime,
         }) => {
             let ks = client
                 .create_keyset(KeysetSpec {
@@ -165,6 +289,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     purposes: purpose,
                     backend,
                     profile,
+                    issuer,
+                    max_token_lifetime: max_lifetime,
                 })
                 .await?;
             println!(
@@ -225,8 +351,85 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await?;
             println!("{}", signed.jws);
         }
+        Command::Sign(SignCmd::IdToken(a)) => {
+            let req = proto::SignIdTokenRequest {
+                keyset: a.keyset,
+                claims_json: read_input(a.claims.as_ref())?,
+                code: a.code.unwrap_or_default(),
+                access_token: a.access_token.unwrap_or_default(),
+                state: a.state.unwrap_or_default(),
+                encrypt_to: encryption(&a.encrypt)?,
+            };
+            println!("{}", client.sign_id_token(req).await?.token);
+        }
+        Command::Sign(SignCmd::Jarm(a)) => {
+            let req = proto::SignJarmResponseRequest {
+                keyset: a.keyset,
+                client_id: a.client_id,
+                lifetime_seconds: a.lifetime.unwrap_or_default(),
+                params_json: read_input(a.params.as_ref())?,
+                issuer: a.issuer.unwrap_or_default(),
+                encrypt_to: encryption(&a.encrypt)?,
+            };
+            println!("{}", client.sign_jarm_response(req).await?.token);
+        }
+        Command::Sign(SignCmd::RequestObject(a)) => {
+            let req = proto::SignRequestObjectRequest {
+                keyset: a.keyset,
+                claims_json: read_input(a.claims.as_ref())?,
+                lifetime_seconds: a.lifetime.unwrap_or_default(),
+            };
+            println!("{}", client.sign_request_object(req).await?.token);
+        }
+        Command::Sign(SignCmd::ClientAssertion(a)) => {
+            let req = proto::SignClientAssertionRequest {
+                keyset: a.keyset,
+                client_id: a.client_id,
+                audience: a.audience,
+                lifetime_seconds: a.lifetime.unwrap_or_default(),
+            };
+            println!("{}", client.sign_client_assertion(req).await?.token);
+        }
+        Command::Sign(SignCmd::AccessToken(a)) => {
+            use proto::sign_access_token_request::Binding;
+            let binding = match (a.cert, a.jkt) {
+                (Some(path), _) => Some(Binding::ClientCertificate(
+                    std::fs::read(&path)
+                        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?,
+                )),
+                (None, Some(jkt)) => Some(Binding::Jkt(jkt)),
+                (None, None) => None,
+            };
+            let req = proto::SignAccessTokenRequest {
+                keyset: a.keyset,
+                claims_json: read_input(a.claims.as_ref())?,
+                binding,
+            };
+            println!("{}", client.sign_access_token(req).await?.token);
+        }
+        Command::Decrypt { keyset, jwe } => {
+            let out = client.decrypt_jwe(&keyset, &jwe).await?;
+            use std::io::Write;
+            let mut stdout = std::io::stdout();
+            stdout
+                .write_all(&out.plaintext)
+                .and_then(|()| stdout.write_all(b"\n"))
+                .map_err(|e| usage(format!("cannot write the plaintext: {e}")))?;
+        }
     }
     Ok(())
+}
+
+fn encryption(e: &Encrypt) -> Result<Option<proto::Encryption>, Failure> {
+    let Some(path) = &e.encrypt_to else {
+        return Ok(None);
+    };
+    let jwk = std::fs::read_to_string(path)
+        .map_err(|err| usage(format!("cannot read {}: {err}", path.display())))?;
+    Ok(Some(proto::Encryption {
+        recipient_jwk: jwk,
+        enc: e.enc.clone().unwrap_or_default(),
+    }))
 }
 
 fn read_input(path: Option<&PathBuf>) -> Result<String, Failure> {

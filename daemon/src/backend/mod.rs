@@ -8,6 +8,7 @@
 //! Calls block on the device: callers on the async runtime run them with
 //! `tokio::task::spawn_blocking`.
 
+pub mod oaep;
 pub mod pkcs11;
 pub mod profile;
 pub mod software;
@@ -109,7 +110,10 @@ impl PublicKey {
         matches!(
             (self, alg),
             (Self::P256 { .. }, Algorithm::ES256)
-                | (Self::Rsa { .. }, Algorithm::PS256 | Algorithm::RS256)
+                | (
+                    Self::Rsa { .. },
+                    Algorithm::PS256 | Algorithm::RS256 | Algorithm::RsaOaep256
+                )
                 | (Self::Ed25519 { .. }, Algorithm::EdDSA)
         )
     }
@@ -173,6 +177,15 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// Signs `message` with `alg`, returning the signature in JWS form
     /// (ECDSA as fixed-width `r || s`, PSS with a salt as long as the hash).
     fn sign(&self, key: &KeyRef, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, BackendError>;
+
+    /// Decrypts a JWE encrypted key (RSA-OAEP-256) inside the device and
+    /// returns the content key, which exists only in memory.
+    fn decrypt(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, BackendError>;
 
     /// Reads the private key's protection attributes back from the device.
     fn protection(&self, key: &KeyRef) -> Result<KeyProtection, BackendError>;

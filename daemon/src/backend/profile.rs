@@ -116,6 +116,10 @@ pub enum Mechanism {
     CKM_SHA256_RSA_PKCS,
     /// Pure EdDSA.
     CKM_EDDSA,
+    /// RSAES-OAEP (SHA-256, MGF1-SHA-256) decryption by the token.
+    CKM_RSA_PKCS_OAEP,
+    /// Raw RSA decryption by the token, OAEP (SHA-256) decoding in software.
+    CKM_RSA_X_509,
 }
 
 impl Mechanism {
@@ -128,6 +132,7 @@ impl Mechanism {
                 | (CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS, Algorithm::PS256)
                 | (CKM_RSA_PKCS | CKM_SHA256_RSA_PKCS, Algorithm::RS256)
                 | (CKM_EDDSA, Algorithm::EdDSA)
+                | (CKM_RSA_PKCS_OAEP | CKM_RSA_X_509, Algorithm::RsaOaep256)
         )
     }
 }

@@ -1,5 +1,13 @@
-//! What a token must contain under the FAPI profiles: one module per rule set.
-//! Functions here are pure (inputs to claims and headers, or a refusal), so
-//! each is unit-tested on its own; the server calls them before signing.
+//! What a token must contain under the FAPI profiles: one module per token
+//! kind. Each `build` is a pure function from the caller's facts (and an
+//! injected clock, issuer and random `jti`) to a `typ` and claims, or a
+//! refusal naming the claim at fault; the server signs what it returns.
 
+pub mod access_token;
+pub mod claims;
+pub mod client_assertion;
+pub mod hash;
+pub mod id_token;
+pub mod jarm;
 pub mod profile;
+pub mod request_object;

@@ -3,7 +3,7 @@
 
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
-use crate::keyring::keyset::Profile;
+use crate::keyring::keyset::{Profile, Purpose};
 
 /// The algorithms `profile` allows.
 pub fn allowed(profile: Profile) -> &'static [Algorithm] {
@@ -36,6 +36,34 @@ pub fn check(profile: Profile, alg: Algorithm) -> Result<()> {
     )))
 }
 
+/// Checks a new keyset's algorithm against its profile and purposes: a
+/// decryption algorithm serves only `request_object_decryption`, and a
+/// signature algorithm never does.
+///
+/// # Errors
+/// `FailedPrecondition` naming the profile, or `InvalidArgument` for a
+/// purpose the algorithm cannot serve.
+pub fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> Result<()> {
+    let decrypts = purposes.contains(&Purpose::RequestObjectDecryption);
+    if alg.is_signing() {
+        if decrypts {
+            return Err(Error::InvalidArgument(format!(
+                "purpose request_object_decryption needs alg RSA-OAEP-256, not {alg}"
+            )));
+        }
+        return check(profile, alg);
+    }
+    if purposes
+        .iter()
+        .any(|p| *p != Purpose::RequestObjectDecryption)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{alg} keys only decrypt: their one purpose is request_object_decryption"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +80,14 @@ mod tests {
         );
         assert!(check(Profile::Fapi1Advanced, Algorithm::EdDSA).is_err());
         assert!(check(Profile::Fapi1Advanced, Algorithm::PS256).is_ok());
+    }
+
+    #[test]
+    fn decryption_keysets_only_decrypt() {
+        let dec = [Purpose::RequestObjectDecryption];
+        assert!(check_keyset(Profile::Fapi1Advanced, Algorithm::RsaOaep256, &dec).is_ok());
+        assert!(check_keyset(Profile::Fapi2, Algorithm::PS256, &dec).is_err());
+        assert!(check_keyset(Profile::Fapi2, Algorithm::RsaOaep256, &[Purpose::IdToken]).is_err());
+        assert!(check_keyset(Profile::Fapi2, Algorithm::ES256, &[Purpose::IdToken]).is_ok());
     }
 }

@@ -57,12 +57,14 @@ pub fn thumbprint(key: &PublicKey) -> String {
     thumbprint_of_members(&required_members(key))
 }
 
-/// The published JWK of a signing key: required members plus `kid`, `alg`, `use`.
+/// The published JWK of a key: required members plus `kid`, `alg` and `use`
+/// (`sig`, or `enc` for RSA-OAEP-256 decryption keys).
 pub fn public_jwk(key: &PublicKey, kid: &str, alg: Algorithm) -> Value {
     let mut m = required_members(key);
     m.insert("kid".into(), Value::String(kid.into()));
     m.insert("alg".into(), Value::String(alg.as_str().into()));
-    m.insert("use".into(), Value::String("sig".into()));
+    let use_ = if alg.is_signing() { "sig" } else { "enc" };
+    m.insert("use".into(), Value::String(use_.into()));
     Value::Object(m)
 }
 

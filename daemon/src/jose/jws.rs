@@ -1,14 +1,14 @@
 //! Compact JWS signing with a device-held key, through josekit.
 //!
 //! [`DeviceSigner`] implements `josekit::jws::JwsSigner` over a keyring
-//! [`SigningKey`], so josekit builds the header and payload encoding and the
+//! [`ActiveKey`], so josekit builds the header and payload encoding and the
 //! device makes the signature. The device's own error is kept aside and
 //! returned as is, so an unreachable HSM stays `Unavailable` rather than
 //! becoming a generic JOSE error.
 
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
-use crate::keyring::SigningKey;
+use crate::keyring::ActiveKey;
 use josekit::jws::{JwsAlgorithm, JwsHeader, JwsSigner};
 use josekit::jwt::JwtPayload;
 use josekit::JoseError;
@@ -20,22 +20,24 @@ pub const MAX_CLAIMS_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 struct DeviceSigner {
-    key: SigningKey,
+    key: ActiveKey,
     failure: Arc<Mutex<Option<Error>>>,
 }
 
-fn josekit_alg(alg: Algorithm) -> &'static dyn JwsAlgorithm {
+fn josekit_alg(alg: Algorithm) -> Option<&'static dyn JwsAlgorithm> {
     match alg {
-        Algorithm::ES256 => &josekit::jws::ES256,
-        Algorithm::PS256 => &josekit::jws::PS256,
-        Algorithm::RS256 => &josekit::jws::RS256,
-        Algorithm::EdDSA => &josekit::jws::EdDSA,
+        Algorithm::ES256 => Some(&josekit::jws::ES256),
+        Algorithm::PS256 => Some(&josekit::jws::PS256),
+        Algorithm::RS256 => Some(&josekit::jws::RS256),
+        Algorithm::EdDSA => Some(&josekit::jws::EdDSA),
+        Algorithm::RsaOaep256 => None,
     }
 }
 
 impl JwsSigner for DeviceSigner {
     fn algorithm(&self) -> &dyn JwsAlgorithm {
-        josekit_alg(self.key.alg)
+        // `sign_jwt` builds a DeviceSigner only for signing algorithms.
+        josekit_alg(self.key.alg).unwrap_or(&josekit::jws::ES256)
     }
 
     fn key_id(&self) -> Option<&str> {
@@ -45,7 +47,7 @@ impl JwsSigner for DeviceSigner {
     fn signature_len(&self) -> usize {
         match self.key.alg {
             Algorithm::ES256 | Algorithm::EdDSA => 64,
-            Algorithm::PS256 | Algorithm::RS256 => 512,
+            Algorithm::PS256 | Algorithm::RS256 | Algorithm::RsaOaep256 => 512,
         }
     }
 
@@ -108,7 +110,13 @@ fn kind_of(v: &Value) -> &'static str {
 /// # Errors
 /// `InvalidArgument` for claims josekit refuses (e.g. a non-numeric `exp`),
 /// or the device's failure.
-pub fn sign_jwt(key: &SigningKey, typ: Option<&str>, claims: Map<String, Value>) -> Result<String> {
+pub fn sign_jwt(key: &ActiveKey, typ: Option<&str>, claims: Map<String, Value>) -> Result<String> {
+    if josekit_alg(key.alg).is_none() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is not a signature algorithm",
+            key.alg
+        )));
+    }
     let payload = JwtPayload::from_map(claims)
         .map_err(|e| Error::InvalidArgument(format!("claims rejected: {e}")))?;
     let mut header = JwsHeader::new();
@@ -160,10 +168,12 @@ mod tests {
         let key_ref = KeyRef::generate("t".into());
         let public = backend.generate(&key_ref, Algorithm::ES256).unwrap();
         let kid = crate::jose::jwk::thumbprint(&public);
-        let key = SigningKey {
+        let key = ActiveKey {
             kid: kid.clone(),
             alg: Algorithm::ES256,
             profile: Profile::Fapi2,
+            issuer: None,
+            max_token_lifetime: 3600,
             key_ref,
             backend,
         };

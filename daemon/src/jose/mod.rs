@@ -1,6 +1,7 @@
 //! JOSE: JWK/JWKS and RFC 7638 thumbprints (`jwk.rs`), compact JWS signing
 //! with device keys (`jws.rs`), and the JWK Set the daemon publishes.
 
+pub mod jwe;
 pub mod jwk;
 pub mod jws;
 

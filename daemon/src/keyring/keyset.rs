@@ -24,11 +24,14 @@ pub enum Purpose {
     ClientAssertion,
     /// Anything else, signed with `SignJwt` only.
     Generic,
+    /// Decrypting request objects encrypted to the authorization server
+    /// (RSA-OAEP-256 keysets only; published with `use: enc`).
+    RequestObjectDecryption,
 }
 
 impl Purpose {
     /// Every purpose.
-    pub const ALL: [Purpose; 7] = [
+    pub const ALL: [Purpose; 8] = [
         Self::IdToken,
         Self::Jarm,
         Self::AccessToken,
@@ -36,6 +39,7 @@ impl Purpose {
         Self::RequestObject,
         Self::ClientAssertion,
         Self::Generic,
+        Self::RequestObjectDecryption,
     ];
 
     /// The purpose's wire name.
@@ -48,6 +52,7 @@ impl Purpose {
             Self::RequestObject => "request_object",
             Self::ClientAssertion => "client_assertion",
             Self::Generic => "generic",
+            Self::RequestObjectDecryption => "request_object_decryption",
         }
     }
 }
@@ -174,6 +179,12 @@ pub struct Keyset {
     /// FAPI profile.
     #[serde(default)]
     pub profile: Profile,
+    /// The issuer (`iss`) tokens of this keyset must carry, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The longest lifetime (`exp - iat`) of a token this keyset signs, in seconds.
+    #[serde(default = "default_max_lifetime")]
+    pub max_token_lifetime: i64,
     /// Creation time (Unix seconds).
     pub created_at: i64,
     /// Versions, oldest first.
@@ -187,6 +198,13 @@ impl Keyset {
             .iter()
             .find(|v| v.state == VersionState::Active)
     }
+}
+
+/// The default token lifetime ceiling: one hour.
+pub const DEFAULT_MAX_LIFETIME: i64 = 3600;
+
+fn default_max_lifetime() -> i64 {
+    DEFAULT_MAX_LIFETIME
 }
 
 /// Checks a keyset name: 1-64 characters of `[A-Za-z0-9._-]`.

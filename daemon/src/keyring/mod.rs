@@ -35,24 +35,41 @@ pub struct NewKeyset {
     pub backend: Option<String>,
     /// FAPI profile.
     pub profile: Profile,
+    /// Issuer tokens must carry (optional).
+    pub issuer: Option<String>,
+    /// Token lifetime ceiling in seconds; `None` for one hour.
+    pub max_token_lifetime: Option<i64>,
 }
 
-/// The key that signs for a keyset right now.
+/// The key a keyset uses right now (its active version): it signs, or for
+/// decryption keysets, decrypts.
 #[derive(Debug, Clone)]
-pub struct SigningKey {
+pub struct ActiveKey {
     /// The version's kid.
     pub kid: String,
     /// The keyset's algorithm.
     pub alg: Algorithm,
     /// The keyset's profile.
     pub profile: Profile,
+    /// The keyset's issuer, if configured.
+    pub issuer: Option<String>,
+    /// The keyset's token lifetime ceiling (seconds).
+    pub max_token_lifetime: i64,
     /// The device object.
     pub key_ref: KeyRef,
     /// The backend holding it.
     pub backend: Arc<dyn KeyBackend>,
 }
 
-impl SigningKey {
+impl ActiveKey {
+    /// Decrypts a JWE encrypted key on the device (blocking).
+    ///
+    /// # Errors
+    /// The backend's failure, mapped to a domain error.
+    pub fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.backend.decrypt(&self.key_ref, self.alg, ciphertext)?)
+    }
+
     /// Signs `message` on the device (blocking).
     ///
     /// # Errors
@@ -165,6 +182,17 @@ impl Keyring {
     /// `NotFound` for an unknown backend, or the device's failure.
     pub fn create(&self, req: NewKeyset) -> Result<Keyset> {
         keyset::check_name(&req.name).map_err(Error::InvalidArgument)?;
+        let max_token_lifetime = req
+            .max_token_lifetime
+            .unwrap_or(keyset::DEFAULT_MAX_LIFETIME);
+        if !(1..=86_400).contains(&max_token_lifetime) {
+            return Err(Error::InvalidArgument(format!(
+                "max token lifetime must be between 1 second and 24 hours (got {max_token_lifetime} s)"
+            )));
+        }
+        if req.issuer.as_deref() == Some("") {
+            return Err(Error::InvalidArgument("issuer must not be empty".into()));
+        }
         if req.purposes.is_empty() {
             return Err(Error::InvalidArgument(
                 "a keyset needs at least one purpose".into(),
@@ -204,6 +232,8 @@ impl Keyring {
             purposes,
             backend: backend_name,
             profile: req.profile,
+            issuer: req.issuer,
+            max_token_lifetime,
             created_at,
             versions: vec![KeyVersion {
                 kid: jwk::thumbprint(&public),
@@ -232,7 +262,7 @@ impl Keyring {
     /// # Errors
     /// `NotFound` for an unknown keyset; `FailedPrecondition` when the purpose
     /// is not the keyset's or it has no active key.
-    pub fn signing_key(&self, name: &str, purpose: Purpose) -> Result<SigningKey> {
+    pub fn active_key(&self, name: &str, purpose: Purpose) -> Result<ActiveKey> {
         let snap = self.snapshot();
         let ks = snap.keysets.get(name).ok_or_else(|| not_found(name))?;
         if !ks.purposes.contains(&purpose) {
@@ -248,10 +278,12 @@ impl Keyring {
         let backend = self.backends.get(&ks.backend).cloned().ok_or_else(|| {
             Error::FailedPrecondition(format!("backend {:?} is not configured", ks.backend))
         })?;
-        Ok(SigningKey {
+        Ok(ActiveKey {
             kid: v.kid.clone(),
             alg: ks.alg,
             profile: ks.profile,
+            issuer: ks.issuer.clone(),
+            max_token_lifetime: ks.max_token_lifetime,
             key_ref: v.key_ref.clone(),
             backend,
         })
@@ -296,6 +328,8 @@ mod tests {
             purposes: vec![Purpose::IdToken],
             backend: None,
             profile: Profile::Fapi2,
+            issuer: None,
+            max_token_lifetime: None,
         }
     }
 
@@ -308,7 +342,7 @@ mod tests {
         let again = ring(dir.path());
         assert_eq!(again.keyset("a").unwrap().versions[0].kid, kid);
         assert_eq!(again.snapshot().generation, 1);
-        let sk = again.signing_key("a", Purpose::IdToken).unwrap();
+        let sk = again.active_key("a", Purpose::IdToken).unwrap();
         assert_eq!(sk.sign(b"x").unwrap().len(), 64);
     }
 
@@ -320,7 +354,7 @@ mod tests {
         assert!(matches!(r.create(new("a")), Err(Error::AlreadyExists(_))));
         assert!(matches!(r.keyset("b"), Err(Error::NotFound(_))));
         assert!(matches!(
-            r.signing_key("a", Purpose::Jarm),
+            r.active_key("a", Purpose::Jarm),
             Err(Error::FailedPrecondition(_))
         ));
         let mut bad = new("c");

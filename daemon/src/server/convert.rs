@@ -12,6 +12,8 @@ pub(crate) fn keyset(ks: &Keyset) -> pb::Keyset {
         backend: ks.backend.clone(),
         profile: ks.profile.as_str().into(),
         created_at: ks.created_at,
+        issuer: ks.issuer.clone().unwrap_or_default(),
+        max_token_lifetime: ks.max_token_lifetime,
         versions: ks
             .versions
             .iter()

@@ -40,13 +40,15 @@ impl KeyAdmin for KeyAdminService {
             .map(|p| p.parse::<Purpose>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
-        fapi::profile::check(profile, alg).map_err(to_status)?;
+        fapi::profile::check_keyset(profile, alg, &purposes).map_err(to_status)?;
         let new = NewKeyset {
             name: req.name,
             alg,
             purposes,
             backend: Some(req.backend).filter(|b| !b.is_empty()),
             profile,
+            issuer: Some(req.issuer).filter(|i| !i.is_empty()),
+            max_token_lifetime: (req.max_token_lifetime != 0).then_some(req.max_token_lifetime),
         };
         let keyring = self.keyring.clone();
         let ks = blocking(move || keyring.create(new)).await?;

@@ -24,10 +24,14 @@ pub(super) fn generate(
 ) -> Result<(ObjectHandle, PublicKey), BackendError> {
     let id = key.id_bytes()?;
     let label = key.label.as_bytes().to_vec();
+    // A key does one job: a signing key only signs, a decryption key only
+    // decrypts; neither unwraps or derives.
+    let signs = alg.is_signing();
     let mut public_t = vec![
         Attribute::Token(true),
         Attribute::Private(false),
-        Attribute::Verify(true),
+        Attribute::Verify(signs),
+        Attribute::Encrypt(!signs),
         Attribute::Id(id.clone()),
         Attribute::Label(label.clone()),
     ];
@@ -36,9 +40,8 @@ pub(super) fn generate(
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Sign(true),
-        // A signing key does nothing else: no decrypt, unwrap or derive.
-        Attribute::Decrypt(false),
+        Attribute::Sign(signs),
+        Attribute::Decrypt(!signs),
         Attribute::Unwrap(false),
         Attribute::Derive(false),
         Attribute::Id(id),
@@ -57,7 +60,7 @@ pub(super) fn generate(
             public_t.push(Attribute::EcParams(params.to_vec()));
             Mechanism::EccEdwardsKeyPairGen
         }
-        Algorithm::PS256 | Algorithm::RS256 => {
+        Algorithm::PS256 | Algorithm::RS256 | Algorithm::RsaOaep256 => {
             public_t.push(Attribute::ModulusBits(rsa_bits.into()));
             public_t.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
             Mechanism::RsaPkcsKeyPairGen
@@ -135,7 +138,7 @@ fn read_public(
     }
     let bad = |what: &str| BackendError::Internal(format!("public key of {alg} key: {what}"));
     match alg {
-        Algorithm::PS256 | Algorithm::RS256 => {
+        Algorithm::PS256 | Algorithm::RS256 | Algorithm::RsaOaep256 => {
             if key_type != Some(KeyType::RSA) {
                 return Err(bad("not an RSA key"));
             }

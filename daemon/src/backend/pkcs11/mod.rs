@@ -169,6 +169,25 @@ impl KeyBackend for Pkcs11Backend {
         sign::sign(&mut s, handle, settings.mechanism, message)
     }
 
+    fn decrypt(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let settings = self.settings(alg)?;
+        let mut s = self.pool.get()?;
+        let handle = match self.cached_handle(key) {
+            Some(h) => h,
+            None => {
+                let (h, _) = keys::find(&mut s, key, alg)?;
+                self.remember(key, h);
+                h
+            }
+        };
+        sign::decrypt(&mut s, handle, settings.mechanism, ciphertext)
+    }
+
     fn protection(&self, key: &KeyRef) -> Result<KeyProtection, BackendError> {
         let mut s = self.pool.get()?;
         keys::protection(&mut s, key)

@@ -1,10 +1,11 @@
-//! Signing with the mechanism the HSM profile chose, returning JWS-form signatures.
+//! Signing with the mechanism the HSM profile chose, returning JWS-form
+//! signatures; and RSA-OAEP-256 decryption of JWE encrypted keys.
 
 use super::pool::PooledSession;
 use crate::backend::profile::Mechanism as ProfileMechanism;
 use crate::backend::BackendError;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::ObjectHandle;
 use sha2::{Digest, Sha256};
@@ -47,6 +48,11 @@ pub(super) fn sign(
             Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
             message.to_vec(),
         ),
+        ProfileMechanism::CKM_RSA_PKCS_OAEP | ProfileMechanism::CKM_RSA_X_509 => {
+            return Err(BackendError::Unsupported(
+                "an RSA-OAEP-256 key decrypts; it never signs".into(),
+            ))
+        }
     };
     let sig = s.run("signing", |session| session.sign(&mech, key, &input))?;
     let expected = match mechanism {
@@ -63,4 +69,36 @@ pub(super) fn sign(
         }
     }
     Ok(sig)
+}
+
+/// Decrypts an RSA-OAEP-256 encrypted key with the private key `key`.
+pub(super) fn decrypt(
+    s: &mut PooledSession<'_>,
+    key: ObjectHandle,
+    mechanism: ProfileMechanism,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, BackendError> {
+    match mechanism {
+        ProfileMechanism::CKM_RSA_PKCS_OAEP => {
+            let params = PkcsOaepParams::new(
+                MechanismType::SHA256,
+                PkcsMgfType::MGF1_SHA256,
+                PkcsOaepSource::empty(),
+            );
+            s.run("decrypting", |session| {
+                session.decrypt(&Mechanism::RsaPkcsOaep(params), key, ciphertext)
+            })
+        }
+        ProfileMechanism::CKM_RSA_X_509 => {
+            let em = s.run("decrypting", |session| {
+                session.decrypt(&Mechanism::RsaX509, key, ciphertext)
+            })?;
+            crate::backend::oaep::decode_sha256(&em, ciphertext.len()).ok_or_else(|| {
+                BackendError::Internal("the ciphertext is not a valid OAEP encoding".into())
+            })
+        }
+        other => Err(BackendError::Unsupported(format!(
+            "{other:?} is not a decryption mechanism"
+        ))),
+    }
 }

@@ -1,0 +1,139 @@
+//! Client certificates as they arrive from TLS terminators: PEM, DER, or
+//! URL-encoded PEM in a header (as nginx's `$ssl_client_escaped_cert` and
+//! Envoy's XFCC do). Output: the DER and its RFC 8705 `x5t#S256`.
+
+use crate::error::{Error, Result};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// Parses a certificate given as DER, PEM or URL-encoded PEM, checking it is
+/// an X.509 certificate. Returns its DER.
+///
+/// # Errors
+/// `InvalidArgument` with what was wrong; never panics on garbage.
+pub fn parse(input: &[u8]) -> Result<Vec<u8>> {
+    let bad = |why: &str| {
+        Error::InvalidArgument(format!(
+            "client certificate: {why}; give PEM, DER or URL-encoded PEM"
+        ))
+    };
+    let trimmed = trim_ascii(input);
+    if trimmed.is_empty() {
+        return Err(bad("empty"));
+    }
+    let der = if trimmed.first() == Some(&0x30) {
+        trimmed.to_vec()
+    } else {
+        let text = std::str::from_utf8(trimmed).map_err(|_| bad("neither DER nor text"))?;
+        let text = if text.contains('%') {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8()
+                .map_err(|_| bad("URL-encoding does not decode to text"))?
+                .into_owned()
+        } else {
+            text.to_string()
+        };
+        pem_body(&text).ok_or_else(|| bad("no PEM CERTIFICATE block"))?
+    };
+    match x509_parser::parse_x509_certificate(&der) {
+        Ok((&[], _)) => Ok(der),
+        Ok(_) => Err(bad("trailing bytes after the certificate")),
+        Err(e) => {
+            tracing::debug!(error = %e, "certificate parse failed");
+            Err(bad("not an X.509 certificate"))
+        }
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+fn pem_body(text: &str) -> Option<Vec<u8>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let start = text.find(BEGIN)? + BEGIN.len();
+    let end = start + text[start..].find(END)?;
+    // Some terminators replace newlines with spaces; '+' may arrive as ' '
+    // only if the sender mangled it, which base64 then rejects.
+    let body: String = text[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    STANDARD.decode(body).ok()
+}
+
+/// The RFC 8705 certificate thumbprint: base64url(SHA-256(DER)).
+pub fn x5t_s256(der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed() -> (Vec<u8>, String) {
+        use openssl::asn1::Asn1Time;
+        use openssl::hash::MessageDigest;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509NameBuilder, X509};
+        let key = PKey::generate_ed25519().unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "client").unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.set_version(2).unwrap();
+        let serial = openssl::bn::BigNum::from_u32(7)
+            .unwrap()
+            .to_asn1_integer()
+            .unwrap();
+        b.set_serial_number(&serial).unwrap();
+        b.sign(&key, MessageDigest::null()).unwrap();
+        let cert = b.build();
+        (
+            cert.to_der().unwrap(),
+            String::from_utf8(cert.to_pem().unwrap()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn der_pem_and_url_encoded_pem_agree() {
+        let (der, pem) = self_signed();
+        assert_eq!(parse(&der).unwrap(), der);
+        assert_eq!(parse(pem.as_bytes()).unwrap(), der);
+        let escaped: String =
+            percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        assert_eq!(parse(escaped.as_bytes()).unwrap(), der);
+        assert_eq!(x5t_s256(&der).len(), 43);
+    }
+
+    #[test]
+    fn garbage_is_a_clear_invalid_argument() {
+        for g in [
+            &b""[..],
+            b"hello",
+            b"\x30\x03\x01\x01",
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----",
+            b"%ZZ%",
+        ] {
+            assert!(matches!(parse(g), Err(Error::InvalidArgument(_))), "{g:?}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Small checked accessors for JWT claims, shared by the token rules.
+//! Every refusal names the offending claim.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+
+/// The inputs every token rule shares.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The current time (Unix seconds); injected so rules are testable.
+    pub now: i64,
+    /// The longest lifetime a token of this keyset may have, in seconds.
+    pub max_lifetime: i64,
+    /// The keyset's configured issuer, if any.
+    pub issuer: Option<String>,
+}
+
+/// A token ready to sign: its `typ` header (if any) and its claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    /// JOSE `typ` header.
+    pub typ: Option<&'static str>,
+    /// The claims.
+    pub claims: Map<String, Value>,
+}
+
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument(msg.into())
+}
+
+/// A required non-empty string claim.
+pub(crate) fn string<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a str> {
+    match claims.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(invalid(format!("claim {name:?} must not be empty"))),
+        Some(_) => Err(invalid(format!("claim {name:?} must be a string"))),
+        None => Err(invalid(format!("claim {name:?} is required"))),
+    }
+}
+
+/// A required `aud`: a non-empty string or a non-empty array of non-empty strings.
+pub(crate) fn audience(claims: &Map<String, Value>) -> Result<()> {
+    match claims.get("aud") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(()),
+        Some(Value::Array(a))
+            if !a.is_empty() && a.iter().all(|v| v.as_str().is_some_and(|s| !s.is_empty())) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(invalid(
+            "claim \"aud\" must be a string or an array of strings",
+        )),
+        None => Err(invalid("claim \"aud\" is required")),
+    }
+}
+
+/// An optional integer time claim (NumericDate in whole seconds).
+pub(crate) fn time(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+            invalid(format!(
+                "claim {name:?} must be an integer number of seconds"
+            ))
+        }),
+    }
+}
+
+/// A required integer time claim.
+pub(crate) fn required_time(claims: &Map<String, Value>, name: &str) -> Result<i64> {
+    time(claims, name)?.ok_or_else(|| invalid(format!("claim {name:?} is required")))
+}
+
+/// Refuses claims that Custos computes itself and never takes from a caller.
+pub(crate) fn refuse_computed(claims: &Map<String, Value>, names: &[&str]) -> Result<()> {
+    for n in names {
+        if claims.contains_key(*n) {
+            return Err(invalid(format!(
+                "claim {n:?} is computed by Custos and must not be supplied"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Sets `iat` to now when absent, then checks `iat < exp <= iat + max_lifetime`.
+pub(crate) fn check_lifetime(claims: &mut Map<String, Value>, ctx: &Context) -> Result<()> {
+    let exp = required_time(claims, "exp")?;
+    let iat = match time(claims, "iat")? {
+        Some(t) => t,
+        None => {
+            claims.insert("iat".into(), Value::from(ctx.now));
+            ctx.now
+        }
+    };
+    if exp <= iat {
+        return Err(invalid(format!(
+            "claim \"exp\" ({exp}) must be after \"iat\" ({iat})"
+        )));
+    }
+    if exp - iat > ctx.max_lifetime {
+        return Err(invalid(format!(
+            "token lifetime {} s (exp - iat) exceeds this keyset's maximum of {} s",
+            exp - iat,
+            ctx.max_lifetime
+        )));
+    }
+    Ok(())
+}
+
+/// When the keyset has an issuer, `iss` must be it (filled in when absent).
+pub(crate) fn issuer(claims: &mut Map<String, Value>, ctx: &Context) -> Result<()> {
+    if let Some(expected) = &ctx.issuer {
+        match claims.get("iss") {
+            None => {
+                claims.insert("iss".into(), Value::String(expected.clone()));
+            }
+            Some(Value::String(s)) if s == expected => {}
+            Some(_) => {
+                return Err(invalid(format!(
+                    "claim \"iss\" must be this keyset's issuer {expected:?}"
+                )))
+            }
+        }
+    }
+    string(claims, "iss").map(|_| ())
+}

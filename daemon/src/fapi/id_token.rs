@@ -1,0 +1,162 @@
+//! ID tokens (OpenID Connect Core 2, 3.1.3.6; FAPI 1 Advanced 5.2.2.1 detached signature).
+
+use super::claims::{self, Context, Token};
+use super::hash::token_hash;
+use crate::alg::Algorithm;
+use crate::error::Result;
+use serde_json::{Map, Value};
+
+/// What the authorization server hands over for an ID token.
+#[derive(Debug, Clone, Default)]
+pub struct IdTokenInput {
+    /// The claims (`iss`, `sub`, `aud`, `exp` required).
+    pub claims: Map<String, Value>,
+    /// The authorization code issued with it (gives `c_hash`).
+    pub code: Option<String>,
+    /// The access token issued with it (gives `at_hash`).
+    pub access_token: Option<String>,
+    /// The `state` of the request (gives `s_hash`).
+    pub state: Option<String>,
+}
+
+/// Checks the claims and adds `iat` and the token hashes.
+///
+/// # Errors
+/// `InvalidArgument` naming the claim at fault.
+pub fn build(input: IdTokenInput, alg: Algorithm, ctx: &Context) -> Result<Token> {
+    let mut c = input.claims;
+    claims::refuse_computed(&c, &["c_hash", "at_hash", "s_hash"])?;
+    claims::issuer(&mut c, ctx)?;
+    claims::string(&c, "sub")?;
+    claims::audience(&c)?;
+    claims::check_lifetime(&mut c, ctx)?;
+    for (name, value) in [
+        ("c_hash", input.code),
+        ("at_hash", input.access_token),
+        ("s_hash", input.state),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            c.insert(name.into(), Value::String(token_hash(alg, &v)));
+        }
+    }
+    Ok(Token {
+        typ: None,
+        claims: c,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Context {
+        Context {
+            now: 1_000_000,
+            max_lifetime: 3600,
+            issuer: None,
+        }
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn base() -> Value {
+        json!({"iss": "https://as", "sub": "u", "aud": "c", "exp": 1_000_600})
+    }
+
+    #[test]
+    fn adds_iat_and_hashes() {
+        let t = build(
+            IdTokenInput {
+                claims: claims(base()),
+                code: Some("Qcb0Orv1zh30vL1MPRsbm-diHiMwcLyZvn1arpZv-Jxf_11jnpEX3Tgfvk".into()),
+                access_token: Some("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y".into()),
+                state: Some("xyz".into()),
+            },
+            Algorithm::PS256,
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(t.claims["iat"], 1_000_000);
+        assert_eq!(t.claims["c_hash"], "LDktKdoQak3Pk0cnXxCltA");
+        assert_eq!(t.claims["at_hash"], "77QmUPtjPfzWtF2AnpK9RQ");
+        assert_eq!(t.claims["s_hash"], token_hash(Algorithm::PS256, "xyz"));
+        assert_eq!(t.typ, None);
+    }
+
+    #[test]
+    fn refusals_name_the_claim() {
+        let cases = [
+            (json!({"sub": "u", "aud": "c", "exp": 1_000_600}), "iss"),
+            (json!({"iss": "i", "aud": "c", "exp": 1_000_600}), "sub"),
+            (json!({"iss": "i", "sub": "u", "exp": 1_000_600}), "aud"),
+            (json!({"iss": "i", "sub": "u", "aud": "c"}), "exp"),
+            (
+                json!({"iss": "i", "sub": "u", "aud": [], "exp": 1_000_600}),
+                "aud",
+            ),
+            (
+                json!({"iss": "i", "sub": "u", "aud": "c", "exp": "soon"}),
+                "exp",
+            ),
+            (
+                json!({"iss": "i", "sub": "u", "aud": "c", "exp": 999_999}),
+                "exp",
+            ),
+            (
+                json!({"iss": "i", "sub": "u", "aud": "c", "exp": 1_003_601}),
+                "maximum",
+            ),
+            (
+                json!({"iss": "i", "sub": "u", "aud": "c", "exp": 1_000_600, "at_hash": "x"}),
+                "at_hash",
+            ),
+            (
+                json!({"iss": "i", "sub": "u", "aud": "c", "exp": 1_000_600, "c_hash": "x"}),
+                "c_hash",
+            ),
+        ];
+        for (v, needle) in cases {
+            let err = build(
+                IdTokenInput {
+                    claims: claims(v.clone()),
+                    ..Default::default()
+                },
+                Algorithm::ES256,
+                &ctx(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{v}: {err}");
+        }
+    }
+
+    #[test]
+    fn keyset_issuer_is_enforced_and_filled_in() {
+        let mut c = ctx();
+        c.issuer = Some("https://bank".into());
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("iss");
+        let t = build(
+            IdTokenInput {
+                claims: claims(v),
+                ..Default::default()
+            },
+            Algorithm::ES256,
+            &c,
+        )
+        .unwrap();
+        assert_eq!(t.claims["iss"], "https://bank");
+        assert!(build(
+            IdTokenInput {
+                claims: claims(base()),
+                ..Default::default()
+            },
+            Algorithm::ES256,
+            &c
+        )
+        .is_err());
+    }
+}

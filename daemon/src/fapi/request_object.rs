@@ -1,0 +1,118 @@
+//! Request objects (RFC 9101; FAPI 1 Advanced 5.2.2 and FAPI 2.0 Message
+//! Signing), signed with a client's key.
+
+use super::claims::{self, invalid, Context, Token};
+use crate::error::Result;
+use serde_json::{Map, Value};
+
+/// The media type of a request object (RFC 9101 section 10.8).
+pub const TYP: &str = "oauth-authz-req+jwt";
+/// The longest allowed `exp - nbf`: 60 minutes (FAPI 1 Advanced 5.2.2 item 13).
+pub const MAX_VALIDITY: i64 = 3600;
+/// The default lifetime when the caller gives no `exp`.
+pub const DEFAULT_LIFETIME: i64 = 300;
+
+/// Builds a request object: required parameters checked, `iat`, `nbf`, `exp`
+/// and `jti` filled in when absent.
+///
+/// # Errors
+/// `InvalidArgument` naming the claim at fault.
+pub fn build(
+    mut c: Map<String, Value>,
+    lifetime: Option<i64>,
+    jti: String,
+    ctx: &Context,
+) -> Result<Token> {
+    for name in ["iss", "client_id", "response_type", "redirect_uri", "scope"] {
+        claims::string(&c, name)?;
+    }
+    claims::audience(&c)?;
+    if c.get("iss") != c.get("client_id") {
+        return Err(invalid("claim \"iss\" must equal \"client_id\""));
+    }
+    let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME);
+    if lifetime <= 0 || lifetime > MAX_VALIDITY {
+        return Err(invalid(format!(
+            "lifetime must be between 1 and {MAX_VALIDITY} seconds (got {lifetime})"
+        )));
+    }
+    let iat = claims::time(&c, "iat")?.unwrap_or(ctx.now);
+    let nbf = claims::time(&c, "nbf")?.unwrap_or(ctx.now);
+    let exp = claims::time(&c, "exp")?.unwrap_or(nbf + lifetime);
+    if exp <= nbf {
+        return Err(invalid(format!(
+            "claim \"exp\" ({exp}) must be after \"nbf\" ({nbf})"
+        )));
+    }
+    if exp - nbf > MAX_VALIDITY {
+        return Err(invalid(format!(
+            "claims \"exp\" - \"nbf\" is {} s; FAPI allows at most {MAX_VALIDITY} s (60 minutes)",
+            exp - nbf
+        )));
+    }
+    c.insert("iat".into(), Value::from(iat));
+    c.insert("nbf".into(), Value::from(nbf));
+    c.insert("exp".into(), Value::from(exp));
+    c.entry("jti").or_insert(Value::String(jti));
+    Ok(Token {
+        typ: Some(TYP),
+        claims: c,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Context {
+        Context {
+            now: 1000,
+            max_lifetime: 3600,
+            issuer: None,
+        }
+    }
+
+    fn base() -> Map<String, Value> {
+        json!({"iss": "c1", "client_id": "c1", "aud": "https://as", "response_type": "code",
+               "redirect_uri": "https://c/cb", "scope": "openid"})
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    #[test]
+    fn fills_times_and_jti() {
+        let t = build(base(), None, "j1".into(), &ctx()).unwrap();
+        assert_eq!(t.typ, Some(TYP));
+        assert_eq!(t.claims["nbf"], 1000);
+        assert_eq!(t.claims["iat"], 1000);
+        assert_eq!(t.claims["exp"], 1300);
+        assert_eq!(t.claims["jti"], "j1");
+    }
+
+    #[test]
+    fn refusals() {
+        let mut c = base();
+        c.insert("iss".into(), json!("other"));
+        assert!(build(c, None, "j".into(), &ctx())
+            .unwrap_err()
+            .to_string()
+            .contains("client_id"));
+        for missing in ["scope", "redirect_uri", "response_type", "aud"] {
+            let mut c = base();
+            c.remove(missing);
+            let err = build(c, None, "j".into(), &ctx()).unwrap_err().to_string();
+            assert!(err.contains(missing), "{err}");
+        }
+        let mut c = base();
+        c.insert("exp".into(), json!(1000 + 3601));
+        assert!(build(c, None, "j".into(), &ctx())
+            .unwrap_err()
+            .to_string()
+            .contains("60 minutes"));
+        let mut c = base();
+        c.insert("exp".into(), json!(999));
+        assert!(build(c, None, "j".into(), &ctx()).is_err());
+    }
+}
