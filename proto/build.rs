@@ -6,7 +6,11 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["custos/v1/keys.proto", "custos/v1/signing.proto"];
+    let files = [
+        "custos/v1/keys.proto",
+        "custos/v1/signing.proto",
+        "custos/v1/verify.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -17,6 +17,7 @@
 
 use custos_proto::v1::key_admin_client::KeyAdminClient;
 use custos_proto::v1::signer_client::SignerClient;
+use custos_proto::v1::verifier_client::VerifierClient;
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -76,6 +77,7 @@ pub struct KeysetSpec {
 pub struct Client {
     keys: KeyAdminClient<Channel>,
     signer: SignerClient<Channel>,
+    verifier: VerifierClient<Channel>,
     channel: Channel,
 }
 
@@ -120,6 +122,7 @@ impl Client {
         Self {
             keys: KeyAdminClient::new(channel.clone()),
             signer: SignerClient::new(channel.clone()),
+            verifier: VerifierClient::new(channel.clone()),
             channel,
         }
     }
@@ -297,5 +300,62 @@ impl Client {
             jwe: jwe.into(),
         };
         Ok(self.signer.clone().decrypt_jwe(req).await?.into_inner())
+    }
+
+    /// Verifies an access token from this keyring with its mTLS or DPoP binding.
+    /// An invalid token is `Ok` with `valid == false` and a reason.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a request that cannot be checked (e.g. a certificate that does not parse).
+    pub async fn verify_access_token(
+        &self,
+        req: proto::VerifyAccessTokenRequest,
+    ) -> Result<proto::Verdict, Error> {
+        Ok(self
+            .verifier
+            .clone()
+            .verify_access_token(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Verifies a compact JWS against a keyset or a JWKS.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` for an unknown keyset, `INVALID_ARGUMENT` for a bad JWKS.
+    pub async fn verify_jws(&self, req: proto::VerifyJwsRequest) -> Result<proto::Verdict, Error> {
+        Ok(self.verifier.clone().verify_jws(req).await?.into_inner())
+    }
+
+    /// Verifies a client's request object against its JWKS.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a bad JWKS or missing parameters.
+    pub async fn verify_request_object(
+        &self,
+        req: proto::VerifyRequestObjectRequest,
+    ) -> Result<proto::Verdict, Error> {
+        Ok(self
+            .verifier
+            .clone()
+            .verify_request_object(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Verifies a client's `private_key_jwt` assertion; a reused `jti` is refused.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a bad JWKS or missing parameters.
+    pub async fn verify_client_assertion(
+        &self,
+        req: proto::VerifyClientAssertionRequest,
+    ) -> Result<proto::Verdict, Error> {
+        Ok(self
+            .verifier
+            .clone()
+            .verify_client_assertion(req)
+            .await?
+            .into_inner())
     }
 }

@@ -14,6 +14,31 @@ pub struct Config {
     /// Key backends by name; a keyset names the backend that holds its keys.
     #[serde(default)]
     pub backends: BTreeMap<String, BackendConfig>,
+    /// Verification tunables.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: clock skew, DPoP window, replay cache.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Leeway for `exp`, `nbf` and `iat`, in seconds.
+    pub clock_skew: i64,
+    /// How old a DPoP proof's `iat` may be, in seconds.
+    pub dpop_window: i64,
+    /// How many one-time identifiers (DPoP and assertion `jti`s) are remembered at most.
+    pub replay_cache_entries: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            clock_skew: 60,
+            dpop_window: 60,
+            replay_cache_entries: 100_000,
+        }
+    }
 }
 
 /// `[server]`: socket and state directory.
@@ -71,6 +96,12 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         if config.backends.is_empty() {
             return Err("no [backends.NAME] table: configure at least one key backend".into());
+        }
+        let v = config.verify;
+        if !(0..=600).contains(&v.clock_skew) || !(1..=3600).contains(&v.dpop_window) {
+            return Err(
+                "[verify] clock_skew must be 0..600 and dpop_window 1..3600 seconds".into(),
+            );
         }
         for name in config.backends.keys() {
             if name == "dev" {

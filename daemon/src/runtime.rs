@@ -4,7 +4,7 @@ use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::profile::HsmProfile;
 use crate::backend::software::SoftwareBackend;
 use crate::backend::KeyBackend;
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendConfig, Config, VerifyConfig};
 use crate::keyring::Keyring;
 use crate::secret::Secret;
 use std::collections::BTreeMap;
@@ -32,6 +32,7 @@ const DEV_BANNER: &str = "\
 struct Setup {
     socket: PathBuf,
     keyring: Keyring,
+    verify: VerifyConfig,
 }
 
 fn setup(mode: &Mode) -> Result<Setup, String> {
@@ -46,6 +47,7 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
             Ok(Setup {
                 socket: PathBuf::from("custos-dev.sock"),
                 keyring,
+                verify: VerifyConfig::default(),
             })
         }
         Mode::Config(path) => {
@@ -71,6 +73,7 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
             Ok(Setup {
                 socket: config.server.socket.clone(),
                 keyring,
+                verify: config.verify,
             })
         }
     }
@@ -131,7 +134,7 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         backends = ?keyring.backend_names(),
         "custosd ready"
     );
-    let result = crate::server::serve(keyring, listener, shutdown_signal()).await;
+    let result = crate::server::serve(keyring, setup.verify, listener, shutdown_signal()).await;
     let _ = std::fs::remove_file(&setup.socket);
     tracing::info!("custosd stopped");
     result

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod jwe;
+pub mod sign;
 pub mod verify;
 
 use custos_client::Client;
@@ -321,4 +322,42 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// A self-signed P-256 client certificate made by the `openssl` CLI:
+/// returns the PEM file's path and the DER bytes.
+pub fn client_cert(dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
+    let pem = dir.join(format!("{name}.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .expect("openssl req");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&pem)
+        .output()
+        .expect("openssl x509")
+        .stdout;
+    (pem, der)
 }

@@ -5,7 +5,7 @@
 use custos_client::{proto, Client, KeysetSpec};
 use custos_e2e::jwe::{encrypt_rsa_oaep_256, Recipient};
 use custos_e2e::verify::{oidc_hash, verify_with_jwks, Verified};
-use custos_e2e::{now, Daemon, Hsm};
+use custos_e2e::{client_cert, now, Daemon, Hsm};
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -409,42 +409,6 @@ async fn client_assertions_have_fresh_jtis_and_the_right_subjects() {
     assert_invalid(c.sign_client_assertion(req(-5)).await, "lifetime");
 }
 
-fn client_cert(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
-    let pem = dir.join("client.pem");
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=client-1",
-            "-days",
-            "1",
-            "-keyout",
-        ])
-        .arg(dir.join("client.key"))
-        .arg("-out")
-        .arg(&pem)
-        .output()
-        .expect("openssl req");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let der = std::process::Command::new("openssl")
-        .args(["x509", "-outform", "DER", "-in"])
-        .arg(&pem)
-        .output()
-        .expect("openssl x509")
-        .stdout;
-    (pem, der)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_tokens_are_typed_and_bound_to_certificates_or_dpop_keys() {
     use base64::Engine;
@@ -472,7 +436,7 @@ async fn access_tokens_are_typed_and_bound_to_certificates_or_dpop_keys() {
     assert!(v.claims["jti"].is_string() && v.claims["iat"].is_i64());
     assert!(v.claims.get("cnf").is_none());
 
-    let (pem_path, der) = client_cert(hsm.dir.path());
+    let (pem_path, der) = client_cert(hsm.dir.path(), "client-1");
     let expected =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der));
     let pem = std::fs::read(&pem_path).expect("pem");
@@ -743,7 +707,7 @@ async fn cli_token_subcommands() {
         None,
     );
     assert_eq!(verify(&t, &set).claims["sub"], "c1");
-    let (pem, _) = client_cert(hsm.dir.path());
+    let (pem, _) = client_cert(hsm.dir.path(), "client-1");
     let at = json!({"iss": "https://as.bank", "sub": "a", "aud": "rs", "exp": now() + 60, "client_id": "c1"}).to_string();
     let t = ok(
         &[

@@ -1,7 +1,8 @@
 //! `custos`: the command-line client for custosd.
 //!
-//! Exit codes: 0 success; 1 the daemon refused or failed the request;
-//! 2 usage error or the daemon could not be reached.
+//! Exit codes: 0 success; 1 the daemon refused or failed the request (for
+//! `verify`: the token is invalid); 2 usage error or the daemon could not be
+//! reached (for `verify`: also a request the daemon could not check).
 
 use clap::{Args, Parser, Subcommand};
 use custos_client::{proto, Client, Error, KeysetSpec};
@@ -40,6 +41,9 @@ enum Command {
     /// Sign tokens.
     #[command(subcommand)]
     Sign(SignCmd),
+    /// Verify tokens: exit 0 and the claims when valid, exit 1 and the reason when not.
+    #[command(subcommand)]
+    Verify(VerifyCmd),
     /// Decrypt a JWE encrypted to a request_object_decryption keyset; prints the plaintext.
     Decrypt {
         /// Keyset name.
@@ -107,6 +111,82 @@ enum SignCmd {
     ClientAssertion(SignClientAssertion),
     /// Sign an RFC 9068 access token (typ at+jwt), optionally bound.
     AccessToken(SignAccessToken),
+}
+
+#[derive(Debug, Subcommand)]
+enum VerifyCmd {
+    /// An access token from this keyring, with its certificate or DPoP binding.
+    AccessToken {
+        /// The access token.
+        #[arg(long)]
+        token: String,
+        /// Expected issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Expected audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The client certificate (PEM or DER file) the TLS terminator saw.
+        #[arg(long, conflicts_with = "dpop")]
+        cert: Option<PathBuf>,
+        /// The DPoP proof sent with the request.
+        #[arg(long, requires_all = ["htm", "htu"])]
+        dpop: Option<String>,
+        /// The request's HTTP method (with --dpop).
+        #[arg(long)]
+        htm: Option<String>,
+        /// The request's URL (with --dpop).
+        #[arg(long)]
+        htu: Option<String>,
+        /// Accept an unbound (bearer) token when no binding is presented.
+        #[arg(long)]
+        allow_bearer: bool,
+    },
+    /// A compact JWS against a keyset or a JWKS file.
+    Jws {
+        /// The JWS.
+        #[arg(long)]
+        token: String,
+        /// Verify with this keyset's keys.
+        #[arg(long, conflicts_with = "jwks", required_unless_present = "jwks")]
+        keyset: Option<String>,
+        /// Verify with the keys in this JWKS file.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// Required typ header.
+        #[arg(long)]
+        typ: Option<String>,
+    },
+    /// A client's request object (AS side).
+    RequestObject {
+        /// The request object.
+        #[arg(long)]
+        token: String,
+        /// The client's JWKS file.
+        #[arg(long)]
+        jwks: PathBuf,
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+        /// Our issuer (expected in aud).
+        #[arg(long)]
+        issuer: String,
+    },
+    /// A client's private_key_jwt assertion (AS side); a reused jti is refused.
+    ClientAssertion {
+        /// The assertion.
+        #[arg(long)]
+        token: String,
+        /// The client's JWKS file.
+        #[arg(long)]
+        jwks: PathBuf,
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+        /// Accepted audiences (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', required = true)]
+        audience: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +487,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             println!("{}", client.sign_access_token(req).await?.token);
         }
+        Command::Verify(cmd) => {
+            let verdict = verify(&client, cmd).await.map_err(|e| match e {
+                // A request the daemon could not check is a usage problem here.
+                Failure { code: 1, message } => Failure { code: 2, message },
+                other => other,
+            })?;
+            if !verdict.valid {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("invalid: {}: {}", verdict.reason, verdict.detail),
+                });
+            }
+            let claims: serde_json::Value = serde_json::from_str(&verdict.claims_json)
+                .map_err(|e| usage(format!("daemon sent invalid claims JSON: {e}")))?;
+            print_json(&claims);
+        }
         Command::Decrypt { keyset, jwe } => {
             let out = client.decrypt_jwe(&keyset, &jwe).await?;
             use std::io::Write;
@@ -418,6 +514,98 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn read_file(path: &PathBuf) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))
+}
+
+async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failure> {
+    Ok(match cmd {
+        VerifyCmd::AccessToken {
+            token,
+            issuer,
+            audience,
+            cert,
+            dpop,
+            htm,
+            htu,
+            allow_bearer,
+        } => {
+            use proto::verify_access_token_request::Binding;
+            let binding = match (cert, dpop) {
+                (Some(path), _) => Some(Binding::ClientCertificate(
+                    std::fs::read(&path)
+                        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?,
+                )),
+                (None, Some(proof)) => Some(Binding::Dpop(proto::DpopProof {
+                    proof,
+                    htm: htm.unwrap_or_default(),
+                    htu: htu.unwrap_or_default(),
+                })),
+                (None, None) => None,
+            };
+            client
+                .verify_access_token(proto::VerifyAccessTokenRequest {
+                    token,
+                    issuer: issuer.unwrap_or_default(),
+                    audience: audience.unwrap_or_default(),
+                    binding,
+                    allow_bearer,
+                })
+                .await?
+        }
+        VerifyCmd::Jws {
+            token,
+            keyset,
+            jwks,
+            typ,
+        } => {
+            use proto::verify_jws_request::Keys;
+            let keys = match (keyset, jwks) {
+                (Some(k), _) => Keys::Keyset(k),
+                (None, Some(path)) => Keys::JwksJson(read_file(&path)?),
+                (None, None) => return Err(usage("give --keyset or --jwks".into())),
+            };
+            client
+                .verify_jws(proto::VerifyJwsRequest {
+                    token,
+                    keys: Some(keys),
+                    typ: typ.unwrap_or_default(),
+                })
+                .await?
+        }
+        VerifyCmd::RequestObject {
+            token,
+            jwks,
+            client_id,
+            issuer,
+        } => {
+            client
+                .verify_request_object(proto::VerifyRequestObjectRequest {
+                    token,
+                    jwks_json: read_file(&jwks)?,
+                    client_id,
+                    issuer,
+                })
+                .await?
+        }
+        VerifyCmd::ClientAssertion {
+            token,
+            jwks,
+            client_id,
+            audience,
+        } => {
+            client
+                .verify_client_assertion(proto::VerifyClientAssertionRequest {
+                    token,
+                    jwks_json: read_file(&jwks)?,
+                    client_id,
+                    audiences: audience,
+                })
+                .await?
+        }
+    })
 }
 
 fn encryption(e: &Encrypt) -> Result<Option<proto::Encryption>, Failure> {

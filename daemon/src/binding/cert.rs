@@ -18,7 +18,13 @@ pub fn parse(input: &[u8]) -> Result<Vec<u8>> {
             "client certificate: {why}; give PEM, DER or URL-encoded PEM"
         ))
     };
-    let trimmed = trim_ascii(input);
+    // DER is binary: it is taken exactly as given (its last signature byte may
+    // well be 0x20 or 0x0a). Only text (PEM) is trimmed.
+    let trimmed = if input.first() == Some(&0x30) {
+        input
+    } else {
+        trim_ascii(input)
+    };
     if trimmed.is_empty() {
         return Err(bad("empty"));
     }
@@ -39,10 +45,7 @@ pub fn parse(input: &[u8]) -> Result<Vec<u8>> {
     match x509_parser::parse_x509_certificate(&der) {
         Ok((&[], _)) => Ok(der),
         Ok(_) => Err(bad("trailing bytes after the certificate")),
-        Err(e) => {
-            tracing::debug!(error = %e, "certificate parse failed");
-            Err(bad("not an X.509 certificate"))
-        }
+        Err(e) => Err(bad(&format!("not an X.509 certificate ({e})"))),
     }
 }
 
@@ -75,6 +78,29 @@ fn pem_body(text: &str) -> Option<Vec<u8>> {
 /// The RFC 8705 certificate thumbprint: base64url(SHA-256(DER)).
 pub fn x5t_s256(der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+/// Checks the token's `cnf.x5t#S256` against the presented certificate (DER).
+///
+/// # Errors
+/// `cnf_missing` or `cnf_mismatch`.
+pub fn check_binding(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    der: &[u8],
+) -> Result<(), crate::jose::verify::Invalid> {
+    use crate::jose::verify::{invalid, Reason};
+    let bound = claims
+        .get("cnf")
+        .and_then(|c| c.get("x5t#S256"))
+        .and_then(serde_json::Value::as_str);
+    match bound {
+        None => Err(invalid(Reason::CnfMissing, "the token has no cnf.x5t#S256")),
+        Some(t) if t == x5t_s256(der) => Ok(()),
+        Some(_) => Err(invalid(
+            Reason::CnfMismatch,
+            "the client certificate is not the one the token is bound to",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +148,19 @@ mod tests {
                 .to_string();
         assert_eq!(parse(escaped.as_bytes()).unwrap(), der);
         assert_eq!(x5t_s256(&der).len(), 43);
+    }
+
+    #[test]
+    fn der_ending_in_a_whitespace_byte_is_not_trimmed() {
+        // Find a certificate whose DER ends in a byte that is ASCII whitespace.
+        for _ in 0..2000 {
+            let (der, _) = self_signed();
+            if der.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                assert_eq!(parse(&der).unwrap(), der);
+                return;
+            }
+        }
+        panic!("no certificate ending in whitespace in 2000 tries");
     }
 
     #[test]

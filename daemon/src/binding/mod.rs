@@ -1,5 +1,7 @@
-//! Sender-constraint checks: certificate-bound (RFC 8705) and DPoP-bound
-//! (RFC 9449) tokens. `cert.rs` turns the certificate a TLS terminator
-//! forwards into its `x5t#S256` thumbprint.
+//! Sender-constraint checks: certificate-bound (RFC 8705, `cert.rs`) and
+//! DPoP-bound (RFC 9449, `dpop.rs`) tokens, and the replay cache
+//! (`replay.rs`) for one-time identifiers.
 
 pub mod cert;
+pub mod dpop;
+pub mod replay;

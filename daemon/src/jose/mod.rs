@@ -4,6 +4,7 @@
 pub mod jwe;
 pub mod jwk;
 pub mod jws;
+pub mod verify;
 
 use crate::keyring::keyset::Keyset;
 use serde_json::{json, Value};

@@ -8,10 +8,13 @@ mod convert;
 mod keys;
 mod signer;
 mod status;
+mod verifier;
 
+use crate::config::VerifyConfig;
 use crate::keyring::Keyring;
 use custos_proto::v1::key_admin_server::KeyAdminServer;
 use custos_proto::v1::signer_server::SignerServer;
+use custos_proto::v1::verifier_server::VerifierServer;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::UnixListener;
@@ -24,6 +27,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 /// A transport failure, as text.
 pub async fn serve(
     keyring: Arc<Keyring>,
+    rules: VerifyConfig,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
@@ -34,6 +38,9 @@ pub async fn serve(
         .await;
     reporter
         .set_serving::<SignerServer<signer::SignerService>>()
+        .await;
+    reporter
+        .set_serving::<VerifierServer<verifier::VerifierService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
@@ -46,6 +53,15 @@ pub async fn serve(
         .add_service(KeyAdminServer::new(keys::KeyAdminService {
             keyring: keyring.clone(),
             gate: gate.clone(),
+        }))
+        .add_service(VerifierServer::new(verifier::VerifierService {
+            keyring: keyring.clone(),
+            gate: gate.clone(),
+            rules,
+            keys: Arc::new(crate::jose::verify::KeyCache::default()),
+            replay: Arc::new(crate::binding::replay::ReplayCache::new(
+                rules.replay_cache_entries,
+            )),
         }))
         .add_service(SignerServer::new(signer::SignerService { keyring, gate }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
