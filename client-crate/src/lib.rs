@@ -358,4 +358,89 @@ impl Client {
             .await?
             .into_inner())
     }
+
+    /// Makes a new key version: pending, or active at once with `now`.
+    ///
+    /// # Errors
+    /// `NOT_FOUND`, or the device's failure.
+    pub async fn rotate(&self, name: &str, now: bool) -> Result<proto::Keyset, Error> {
+        let req = proto::RotateKeysetRequest {
+            name: name.into(),
+            now,
+        };
+        Ok(self.keys.clone().rotate_keyset(req).await?.into_inner())
+    }
+
+    /// Promotes a pending version early, or rolls back to a retired one.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` for a disabled or destroyed version.
+    pub async fn activate(&self, name: &str, kid: &str) -> Result<proto::Keyset, Error> {
+        Ok(self
+            .keys
+            .clone()
+            .activate_version(version(name, kid))
+            .await?
+            .into_inner())
+    }
+
+    /// Retires a pending version.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` for the active version.
+    pub async fn retire(&self, name: &str, kid: &str) -> Result<proto::Keyset, Error> {
+        Ok(self
+            .keys
+            .clone()
+            .retire_version(version(name, kid))
+            .await?
+            .into_inner())
+    }
+
+    /// Disables a version: out of the JWKS, refused by every verification.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` for the active version.
+    pub async fn disable(&self, name: &str, kid: &str) -> Result<proto::Keyset, Error> {
+        Ok(self
+            .keys
+            .clone()
+            .disable_version(version(name, kid))
+            .await?
+            .into_inner())
+    }
+
+    /// Destroys a version's key on the device; `confirm` must be true.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` for the active version or without confirmation.
+    pub async fn destroy(
+        &self,
+        name: &str,
+        kid: &str,
+        confirm: bool,
+    ) -> Result<proto::Keyset, Error> {
+        let req = proto::DestroyVersionRequest {
+            name: name.into(),
+            kid: kid.into(),
+            confirm,
+        };
+        Ok(self.keys.clone().destroy_version(req).await?.into_inner())
+    }
+
+    /// Changes a keyset's rotation policy.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for durations that do not parse or a retention
+    /// shorter than the keyset's maximum token lifetime.
+    pub async fn set_policy(&self, req: proto::SetPolicyRequest) -> Result<proto::Keyset, Error> {
+        Ok(self.keys.clone().set_policy(req).await?.into_inner())
+    }
+}
+
+fn version(name: &str, kid: &str) -> proto::VersionRequest {
+    proto::VersionRequest {
+        name: name.into(),
+        kid: kid.into(),
+    }
 }

@@ -17,6 +17,32 @@ pub struct Config {
     /// Verification tunables.
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// Where the keyring manifest lives and how often the schedule runs.
+    #[serde(default)]
+    pub keyring: KeyringConfig,
+}
+
+/// `[keyring]`: manifest location, refresh and schedule intervals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyringConfig {
+    /// `"file"` (`state_dir/keyring.json`, one daemon) or `"token:BACKEND"`
+    /// (data objects on that PKCS#11 token, shared by several daemons).
+    pub manifest: String,
+    /// How often to pick up changes other daemons made (`"10s"`).
+    pub refresh: String,
+    /// How often the rotation schedule runs (`"10s"`).
+    pub schedule_tick: String,
+}
+
+impl Default for KeyringConfig {
+    fn default() -> Self {
+        Self {
+            manifest: "file".into(),
+            refresh: "10s".into(),
+            schedule_tick: "10s".into(),
+        }
+    }
 }
 
 /// `[verify]`: clock skew, DPoP window, replay cache.
@@ -102,6 +128,24 @@ impl Config {
             return Err(
                 "[verify] clock_skew must be 0..600 and dpop_window 1..3600 seconds".into(),
             );
+        }
+        for d in [&config.keyring.refresh, &config.keyring.schedule_tick] {
+            match crate::keyring::policy::parse_duration(d) {
+                Ok(s) if s >= 1 => {}
+                Ok(_) => return Err(format!("[keyring] interval {d:?} must be at least 1s")),
+                Err(e) => return Err(format!("[keyring] {e}")),
+            }
+        }
+        match config.keyring.manifest.as_str() {
+            "file" => {}
+            other => match other.strip_prefix("token:") {
+                Some(b) if matches!(config.backends.get(b), Some(BackendConfig::Pkcs11(_))) => {}
+                _ => {
+                    return Err(format!(
+                        "[keyring] manifest = {other:?}: use \"file\" or \"token:NAME\" naming a pkcs11 backend"
+                    ))
+                }
+            },
         }
         for name in config.backends.keys() {
             if name == "dev" {

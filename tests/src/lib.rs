@@ -269,6 +269,15 @@ impl Daemon {
         child.wait().expect("custosd exits")
     }
 
+    /// Starts the daemon again after it was killed (kill -9) from outside:
+    /// reaps the old process and waits until the new one answers.
+    pub async fn respawn_after_kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.spawn().await;
+    }
+
     /// Stops the daemon with SIGTERM (asserting exit 0) and starts it again
     /// with the same config, token and state.
     pub async fn restart(&mut self) {

@@ -87,13 +87,73 @@ enum KeysetCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one keyset and its versions.
+    /// Show one keyset, its versions and transitions, and the next scheduled one.
     Show {
         /// Keyset name.
         name: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Make a new key version: published ahead as pending, or active at once with --now.
+    Rotate {
+        /// Keyset name.
+        name: String,
+        /// Emergency rotation: the new key signs at once, the old one is retired.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Promote a pending key early, or roll back to a retired one.
+    Activate {
+        /// Keyset name.
+        name: String,
+        /// The version's kid (base64url: may start with '-').
+        #[arg(long, allow_hyphen_values = true)]
+        kid: String,
+    },
+    /// Retire a pending key (stays published, never signs).
+    Retire {
+        /// Keyset name.
+        name: String,
+        /// The version's kid (base64url: may start with '-').
+        #[arg(long, allow_hyphen_values = true)]
+        kid: String,
+    },
+    /// Disable a key (compromised): out of the JWKS and refused by every verification at once.
+    Disable {
+        /// Keyset name.
+        name: String,
+        /// The version's kid (base64url: may start with '-').
+        #[arg(long, allow_hyphen_values = true)]
+        kid: String,
+    },
+    /// Destroy a key on the device (never the active one). Cannot be undone.
+    Destroy {
+        /// Keyset name.
+        name: String,
+        /// The version's kid (base64url: may start with '-').
+        #[arg(long, allow_hyphen_values = true)]
+        kid: String,
+        /// Confirm the destruction.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show or change the rotation policy (durations like 90d, 12h, 30s).
+    Policy {
+        /// Keyset name.
+        name: String,
+        /// Rotate when the active key is this old ("none" for manual only).
+        #[arg(long)]
+        rotation_period: Option<String>,
+        /// Publish a new key this long before it signs.
+        #[arg(long)]
+        publish_ahead: Option<String>,
+        /// Keep a retired key published this long (at least the max token lifetime).
+        #[arg(long)]
+        retain_for: Option<String>,
+        /// Destroy expired retired keys instead of disabling them.
+        #[arg(long)]
+        auto_destroy: Option<bool>,
     },
 }
 
@@ -205,13 +265,13 @@ struct SignIdToken {
     #[arg(long)]
     keyset: String,
     /// Authorization code issued with the token (adds c_hash).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     code: Option<String>,
     /// Access token issued with the token (adds at_hash).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     access_token: Option<String>,
     /// The request's state (adds s_hash).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     state: Option<String>,
     /// Claims JSON file (iss, sub, aud, exp); standard input when absent.
     #[arg(long)]
@@ -279,7 +339,7 @@ struct SignAccessToken {
     #[arg(long, conflicts_with = "jkt")]
     cert: Option<PathBuf>,
     /// Bind to this DPoP key thumbprint: cnf.jkt.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     jkt: Option<String>,
     /// Claims JSON file (iss, sub, aud, exp, client_id); standard input when absent.
     #[arg(long)]
@@ -330,8 +390,22 @@ fn keyset_json(ks: &proto::Keyset) -> serde_json::Value {
         "backend": ks.backend,
         "profile": ks.profile,
         "created_at": ks.created_at,
+        "issuer": ks.issuer,
+        "max_token_lifetime": ks.max_token_lifetime,
+        "policy": ks.policy.as_ref().map(|p| json!({
+            "rotation_period": (p.rotation_period != 0).then_some(p.rotation_period),
+            "publish_ahead": p.publish_ahead,
+            "retain_for": p.retain_for,
+            "auto_destroy": p.auto_destroy,
+        })),
+        "next_transition": ks.next_transition.as_ref().map(|t| json!({
+            "at": t.at, "action": t.action, "kid": (!t.kid.is_empty()).then_some(&t.kid),
+        })),
         "versions": ks.versions.iter().map(|v| json!({
             "kid": v.kid, "state": v.state, "created_at": v.created_at,
+            "transitions": v.transitions.iter().map(|t| json!({
+                "from": (!t.from.is_empty()).then_some(&t.from), "to": t.to, "at": t.at, "by": t.by,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -413,10 +487,69 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("profile  {}", ks.profile);
                 println!("backend  {}", ks.backend);
                 println!("purposes {}", ks.purposes.join(", "));
+                if let Some(p) = &ks.policy {
+                    let period = if p.rotation_period == 0 {
+                        "manual".to_string()
+                    } else {
+                        format!("{}s", p.rotation_period)
+                    };
+                    println!(
+                        "policy   rotation {period}, publish ahead {}s, retain {}s, auto-destroy {}",
+                        p.publish_ahead, p.retain_for, p.auto_destroy
+                    );
+                }
+                if let Some(t) = &ks.next_transition {
+                    println!("next     {} {} at {}", t.action, t.kid, t.at);
+                }
                 for v in &ks.versions {
                     println!("  {} {:<9} created {}", v.kid, v.state, v.created_at);
                 }
             }
+        }
+        Command::Keyset(KeysetCmd::Rotate { name, now }) => {
+            let ks = client.rotate(&name, now).await?;
+            let newest = ks.versions.last().map_or("-", |v| v.kid.as_str());
+            let state = ks.versions.last().map_or("-", |v| v.state.as_str());
+            println!("{name}: new key {newest} is {state}");
+        }
+        Command::Keyset(KeysetCmd::Activate { name, kid }) => {
+            client.activate(&name, &kid).await?;
+            println!("{name}: {kid} is active");
+        }
+        Command::Keyset(KeysetCmd::Retire { name, kid }) => {
+            client.retire(&name, &kid).await?;
+            println!("{name}: {kid} is retired");
+        }
+        Command::Keyset(KeysetCmd::Disable { name, kid }) => {
+            client.disable(&name, &kid).await?;
+            println!("{name}: {kid} is disabled");
+        }
+        Command::Keyset(KeysetCmd::Destroy { name, kid, yes }) => {
+            if !yes {
+                return Err(usage(format!(
+                    "destroying {kid} cannot be undone; add --yes to confirm"
+                )));
+            }
+            client.destroy(&name, &kid, true).await?;
+            println!("{name}: {kid} is destroyed");
+        }
+        Command::Keyset(KeysetCmd::Policy {
+            name,
+            rotation_period,
+            publish_ahead,
+            retain_for,
+            auto_destroy,
+        }) => {
+            let ks = client
+                .set_policy(proto::SetPolicyRequest {
+                    name,
+                    rotation_period,
+                    publish_ahead,
+                    retain_for,
+                    auto_destroy,
+                })
+                .await?;
+            print_json(&keyset_json(&ks)["policy"]);
         }
         Command::Jwks { keyset } => {
             let text = client.jwks(keyset.as_deref()).await?;

@@ -192,4 +192,8 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
 
     /// Removes both halves of the key pair from the device.
     fn destroy(&self, key: &KeyRef) -> Result<(), BackendError>;
+
+    /// Every Custos key on the device (label `custos:*`), to find orphans:
+    /// keys generated but never recorded in the manifest.
+    fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError>;
 }

@@ -198,6 +198,22 @@ impl KeyBackend for SoftwareBackend {
         })
     }
 
+    fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| BackendError::Internal(format!("listing dev keys: {e}")))?;
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name.strip_suffix(".pem")?.to_string();
+                Some(KeyRef {
+                    label: format!("custos:dev:{id}"),
+                    id,
+                })
+            })
+            .collect())
+    }
+
     fn destroy(&self, key: &KeyRef) -> Result<(), BackendError> {
         if let Ok(mut m) = self.keys.write() {
             m.remove(&key.id);

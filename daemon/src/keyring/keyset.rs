@@ -150,6 +150,19 @@ impl VersionState {
     }
 }
 
+/// One recorded state change of a version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The state before (`None` for creation).
+    pub from: Option<VersionState>,
+    /// The state after.
+    pub to: VersionState,
+    /// When (Unix seconds).
+    pub at: i64,
+    /// Who: a caller identity, or `schedule`.
+    pub by: String,
+}
+
 /// One key of a keyset.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyVersion {
@@ -163,6 +176,35 @@ pub struct KeyVersion {
     pub key_ref: KeyRef,
     /// The public key, kept so JWKS and verification need no device call.
     pub public: PublicKey,
+    /// Every state change, oldest first.
+    #[serde(default)]
+    pub history: Vec<Transition>,
+}
+
+impl KeyVersion {
+    /// When the version entered its current state.
+    pub fn state_since(&self) -> i64 {
+        self.history.last().map_or(self.created_at, |t| t.at)
+    }
+
+    /// When the version last entered `state`, if ever.
+    pub fn entered(&self, state: VersionState) -> Option<i64> {
+        self.history
+            .iter()
+            .rev()
+            .find(|t| t.to == state)
+            .map(|t| t.at)
+    }
+
+    fn set_state(&mut self, to: VersionState, at: i64, by: &str) {
+        self.history.push(Transition {
+            from: Some(self.state),
+            to,
+            at,
+            by: by.into(),
+        });
+        self.state = to;
+    }
 }
 
 /// A named, purpose-bound series of key versions on one backend.
@@ -187,8 +229,15 @@ pub struct Keyset {
     pub max_token_lifetime: i64,
     /// Creation time (Unix seconds).
     pub created_at: i64,
+    /// Rotation policy.
+    #[serde(default)]
+    pub policy: crate::keyring::policy::Policy,
     /// Versions, oldest first.
     pub versions: Vec<KeyVersion>,
+}
+
+fn refuse(msg: String) -> crate::error::Error {
+    crate::error::Error::FailedPrecondition(msg)
 }
 
 impl Keyset {
@@ -197,6 +246,137 @@ impl Keyset {
         self.versions
             .iter()
             .find(|v| v.state == VersionState::Active)
+    }
+
+    fn index(&self, kid: &str) -> crate::error::Result<usize> {
+        self.versions
+            .iter()
+            .position(|v| v.kid == kid)
+            .ok_or_else(|| {
+                crate::error::Error::NotFound(format!(
+                    "keyset {:?} has no version with kid {kid}",
+                    self.name
+                ))
+            })
+    }
+
+    /// The next version number, for device labels.
+    pub fn next_number(&self) -> usize {
+        self.versions.len() + 1
+    }
+
+    /// Adds a new version as `pending`, or as `active` (retiring the old
+    /// active one) when `activate_now`.
+    pub fn add_version(&mut self, mut v: KeyVersion, activate_now: bool, at: i64, by: &str) {
+        v.state = VersionState::Pending;
+        v.history = vec![Transition {
+            from: None,
+            to: VersionState::Pending,
+            at,
+            by: by.into(),
+        }];
+        let kid = v.kid.clone();
+        self.versions.push(v);
+        if activate_now {
+            // The version was just added as pending; activating it cannot fail.
+            let _ = self.activate(&kid, at, by);
+        }
+    }
+
+    /// Makes `kid` active (from pending, or retired for a rollback); the
+    /// previous active version becomes retired.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown kid; `FailedPrecondition` for a disabled or
+    /// destroyed version.
+    pub fn activate(&mut self, kid: &str, at: i64, by: &str) -> crate::error::Result<()> {
+        let i = self.index(kid)?;
+        match self.versions[i].state {
+            VersionState::Active => return Ok(()),
+            VersionState::Pending | VersionState::Retired => {}
+            s => {
+                return Err(refuse(format!(
+                    "kid {kid} is {} and can never sign again; rotate to a new key instead",
+                    s.as_str()
+                )))
+            }
+        }
+        for v in self
+            .versions
+            .iter_mut()
+            .filter(|v| v.state == VersionState::Active)
+        {
+            v.set_state(VersionState::Retired, at, by);
+        }
+        self.versions[i].set_state(VersionState::Active, at, by);
+        Ok(())
+    }
+
+    /// Retires a pending version (it stays published, never signs).
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for the active key (rotate first) or a disabled/destroyed one.
+    pub fn retire(&mut self, kid: &str, at: i64, by: &str) -> crate::error::Result<()> {
+        let i = self.index(kid)?;
+        match self.versions[i].state {
+            VersionState::Pending => {
+                self.versions[i].set_state(VersionState::Retired, at, by);
+                Ok(())
+            }
+            VersionState::Retired => Ok(()),
+            VersionState::Active => Err(refuse(format!(
+                "kid {kid} is the active key; `custos keyset rotate {} --now` or `keyset activate` another key first",
+                self.name
+            ))),
+            s => Err(refuse(format!(
+                "kid {kid} is {} and cannot be retired",
+                s.as_str()
+            ))),
+        }
+    }
+
+    /// Takes a version out of the JWKS and out of every verification, keeping
+    /// it on the device (a compromised or expired key).
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for the active key or a destroyed one.
+    pub fn disable(&mut self, kid: &str, at: i64, by: &str) -> crate::error::Result<()> {
+        let i = self.index(kid)?;
+        match self.versions[i].state {
+            VersionState::Pending | VersionState::Retired => {
+                self.versions[i].set_state(VersionState::Disabled, at, by);
+                Ok(())
+            }
+            VersionState::Disabled => Ok(()),
+            VersionState::Active => Err(refuse(format!(
+                "kid {kid} is the active key; run `custos keyset rotate {} --now` first, then disable it",
+                self.name
+            ))),
+            VersionState::Destroyed => Err(refuse(format!("kid {kid} is already destroyed"))),
+        }
+    }
+
+    /// Marks a version destroyed and returns its device object to remove.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for the active key.
+    pub fn destroy(
+        &mut self,
+        kid: &str,
+        at: i64,
+        by: &str,
+    ) -> crate::error::Result<Option<KeyRef>> {
+        let i = self.index(kid)?;
+        match self.versions[i].state {
+            VersionState::Active => Err(refuse(format!(
+                "kid {kid} is the active key and is never destroyed; rotate first"
+            ))),
+            VersionState::Destroyed => Ok(None),
+            _ => {
+                self.versions[i].set_state(VersionState::Destroyed, at, by);
+                Ok(Some(self.versions[i].key_ref.clone()))
+            }
+        }
     }
 }
 

@@ -1,16 +1,27 @@
 //! The keyring: keysets, their versions and states, persisted in the manifest.
 //!
-//! It owns the configured backends by name, asks them to make and use keys,
-//! and keeps the metadata (`manifest.rs`) consistent with the devices: a key
-//! is generated first and recorded second, and when recording fails the new
-//! key is destroyed again, so no half-written state survives.
+//! - `keyset.rs`: the data model and the state transitions of one keyset.
+//! - `policy.rs`: rotation policy and durations.
+//! - `schedule.rs`: which scheduled transitions are due (pure).
+//! - `manifest.rs`, `store.rs`, `token_store.rs`: where the manifest lives
+//!   (a file, or data objects on the token shared by several daemons).
 //!
-//! Reads (list, get, public keys) take a snapshot `Arc<Manifest>`; writes are
-//! serialized by one mutex and replace the snapshot after the manifest file
-//! is safely on disk.
+//! The keyring keeps metadata and devices consistent: a key is generated
+//! first and recorded second (a crash in between leaves an *orphan*, found
+//! and reported at start-up, never used); a key is marked destroyed first and
+//! removed from the device second (a crash in between leaves an object that
+//! start-up removes). Every change is a read-modify-commit against the store
+//! that retries when another daemon committed first.
+//!
+//! Reads take a snapshot `Arc<Manifest>`; writes replace it after the store
+//! accepted the new generation.
 
 pub mod keyset;
 pub mod manifest;
+pub mod policy;
+pub mod schedule;
+pub mod store;
+pub mod token_store;
 
 use crate::alg::Algorithm;
 use crate::backend::{KeyBackend, KeyRef};
@@ -18,9 +29,10 @@ use crate::error::{Error, Result};
 use crate::jose::jwk;
 use keyset::{KeyVersion, Keyset, Profile, Purpose, VersionState};
 use manifest::Manifest;
+use policy::Policy;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+use store::{Commit, ManifestStore};
 
 /// What is needed to create a keyset.
 #[derive(Debug, Clone)]
@@ -39,6 +51,19 @@ pub struct NewKeyset {
     pub issuer: Option<String>,
     /// Token lifetime ceiling in seconds; `None` for one hour.
     pub max_token_lifetime: Option<i64>,
+}
+
+/// A change to a keyset's policy; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyUpdate {
+    /// `Some(None)` switches scheduled rotation off.
+    pub rotation_period: Option<Option<i64>>,
+    /// New publish-ahead time.
+    pub publish_ahead: Option<i64>,
+    /// New retention time.
+    pub retain_for: Option<i64>,
+    /// New auto-destroy setting.
+    pub auto_destroy: Option<bool>,
 }
 
 /// The key a keyset uses right now (its active version): it signs, or for
@@ -82,13 +107,15 @@ impl ActiveKey {
 /// Keysets, backends and the manifest.
 #[derive(Debug)]
 pub struct Keyring {
-    state_dir: PathBuf,
+    store: Box<dyn ManifestStore>,
     backends: BTreeMap<String, Arc<dyn KeyBackend>>,
     snapshot: RwLock<Arc<Manifest>>,
     writer: Mutex<()>,
+    orphans: Mutex<Vec<(String, KeyRef)>>,
 }
 
-fn now() -> i64 {
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -96,53 +123,107 @@ fn now() -> i64 {
 }
 
 impl Keyring {
-    /// Loads the manifest from `state_dir` and checks every live version
-    /// against its device: the key must be there and its public key must
-    /// hash to the recorded kid. Blocking.
+    /// Loads the manifest from `store` and reconciles it with the devices:
+    /// every live version's key must be there and hash to its kid; objects of
+    /// destroyed versions are removed; unrecorded keys are reported as
+    /// orphans. Blocking.
     ///
     /// # Errors
-    /// A clear error for a damaged manifest, a keyset whose backend is not
-    /// configured, or a key that is missing or different on the device.
+    /// A damaged manifest, a keyset whose backend is not configured, or a
+    /// key that is missing or different on the device.
     pub fn open(
-        state_dir: PathBuf,
+        store: Box<dyn ManifestStore>,
         backends: BTreeMap<String, Arc<dyn KeyBackend>>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(&state_dir).map_err(|e| {
-            Error::Internal(format!(
-                "cannot create state_dir {}: {e}",
-                state_dir.display()
-            ))
-        })?;
-        let m = manifest::load(&state_dir)?;
+        let m = store.load()?;
+        let ring = Self {
+            store,
+            backends,
+            snapshot: RwLock::new(Arc::new(m)),
+            writer: Mutex::new(()),
+            orphans: Mutex::new(Vec::new()),
+        };
+        ring.reconcile(true)?;
+        Ok(ring)
+    }
+
+    fn reconcile(&self, strict: bool) -> Result<()> {
+        let m = self.snapshot();
+        let mut recorded: BTreeMap<&str, Vec<&KeyRef>> = BTreeMap::new();
         for ks in m.keysets.values() {
-            let Some(backend) = backends.get(&ks.backend) else {
+            let Some(backend) = self.backends.get(&ks.backend) else {
                 return Err(Error::FailedPrecondition(format!(
                     "keyset {:?} lives on backend {:?}, which is not in the config",
                     ks.name, ks.backend
                 )));
             };
-            for v in ks
-                .versions
-                .iter()
-                .filter(|v| v.state != VersionState::Destroyed)
-            {
-                let public = backend.load(&v.key_ref, ks.alg).map_err(|e| {
+            for v in &ks.versions {
+                recorded
+                    .entry(ks.backend.as_str())
+                    .or_default()
+                    .push(&v.key_ref);
+                if v.state == VersionState::Destroyed {
+                    // Marked destroyed, maybe not yet removed (a crash in between).
+                    if let Err(e) = backend.destroy(&v.key_ref) {
+                        tracing::warn!(keyset = %ks.name, kid = %v.kid, error = %e, "could not remove a destroyed key");
+                    }
+                    continue;
+                }
+                let checked = backend.load(&v.key_ref, ks.alg).map_err(|e| {
                     Error::from(e).with_context(&format!("keyset {:?} kid {}", ks.name, v.kid))
-                })?;
-                if jwk::thumbprint(&public) != v.kid {
+                });
+                let mismatch = match &checked {
+                    Ok(public) => jwk::thumbprint(public) != v.kid,
+                    Err(_) => false,
+                };
+                if mismatch {
                     return Err(Error::Internal(format!(
-                        "keyset {:?}: the device key {} no longer matches kid {}; refusing to start",
+                        "keyset {:?}: the device key {} no longer matches kid {}; refusing to use it",
                         ks.name, v.key_ref.label, v.kid
                     )));
                 }
+                if let Err(e) = checked {
+                    if strict {
+                        return Err(e);
+                    }
+                    tracing::error!(keyset = %ks.name, kid = %v.kid, error = %e, "a recorded key is missing on its device");
+                }
             }
         }
-        Ok(Self {
-            state_dir,
-            backends,
-            snapshot: RwLock::new(Arc::new(m)),
-            writer: Mutex::new(()),
-        })
+        let mut orphans = Vec::new();
+        for (name, backend) in &self.backends {
+            let known: Vec<&KeyRef> = recorded.get(name.as_str()).cloned().unwrap_or_default();
+            match backend.list_keys() {
+                Ok(keys) => {
+                    for k in keys
+                        .into_iter()
+                        .filter(|k| !known.iter().any(|r| r.id == k.id))
+                    {
+                        tracing::warn!(backend = %name, label = %k.label, id = %k.id,
+                            "orphan key: on the device but not in the keyring manifest; it is never used (run `custos doctor`)");
+                        orphans.push((name.clone(), k));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %name, error = %e, "could not list keys to look for orphans")
+                }
+            }
+        }
+        *self.orphans.lock().unwrap_or_else(|p| p.into_inner()) = orphans;
+        Ok(())
+    }
+
+    /// Keys found on a device but not in the manifest: (backend, key).
+    pub fn orphans(&self) -> Vec<(String, KeyRef)> {
+        self.orphans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Where the manifest lives, for logs.
+    pub fn store_description(&self) -> String {
+        self.store.describe()
     }
 
     /// The current manifest snapshot.
@@ -151,6 +232,54 @@ impl Keyring {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    fn install(&self, m: Manifest) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m);
+    }
+
+    /// Picks up changes another daemon committed to a shared store. Blocking.
+    ///
+    /// # Errors
+    /// The store's failure.
+    pub fn refresh(&self) -> Result<bool> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let m = self.store.load()?;
+        if m.generation == self.snapshot().generation {
+            return Ok(false);
+        }
+        tracing::info!(
+            generation = m.generation,
+            "keyring changed in the store; reloaded"
+        );
+        self.install(m);
+        self.reconcile(false)?;
+        Ok(true)
+    }
+
+    /// Applies `change` to the freshest manifest and commits it, retrying
+    /// when another writer committed first. `change` may run several times.
+    fn mutate<T>(&self, change: impl Fn(&mut Manifest) -> Result<T>) -> Result<T> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for attempt in 0..16u32 {
+            let mut m = self.store.load()?;
+            let base = m.generation;
+            let out = change(&mut m)?;
+            m.generation = base + 1;
+            match self.store.commit(base, &m)? {
+                Commit::Done => {
+                    self.install(m);
+                    return Ok(out);
+                }
+                Commit::Conflict => {
+                    let jitter = rand::random::<u64>() % (20 * u64::from(attempt + 1));
+                    std::thread::sleep(std::time::Duration::from_millis(5 + jitter));
+                }
+            }
+        }
+        Err(Error::Unavailable(
+            "the keyring manifest kept changing under this write; try again".into(),
+        ))
     }
 
     /// One keyset by name.
@@ -175,12 +304,59 @@ impl Keyring {
         self.backends.get(name).cloned()
     }
 
+    fn backend_of(&self, name: &str) -> Result<Arc<dyn KeyBackend>> {
+        self.backends.get(name).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "no backend named {name:?}; configured backends: {:?}",
+                self.backend_names()
+            ))
+        })
+    }
+
+    /// Generates a key for `ks` on its backend and builds the version record.
+    fn new_version(&self, ks: &Keyset, number: usize) -> Result<(Arc<dyn KeyBackend>, KeyVersion)> {
+        let backend = self.backend_of(&ks.backend)?;
+        let key_ref = KeyRef::generate(format!("custos:{}:{number}", ks.name));
+        let public = backend.generate(&key_ref, ks.alg)?;
+        Ok((
+            backend,
+            KeyVersion {
+                kid: jwk::thumbprint(&public),
+                state: VersionState::Pending,
+                created_at: now(),
+                key_ref,
+                public,
+                history: Vec::new(),
+            },
+        ))
+    }
+
+    /// Records a freshly generated version with `record`, or removes the key
+    /// from the device again when recording fails.
+    fn record_new<T>(
+        &self,
+        backend: &Arc<dyn KeyBackend>,
+        key_ref: &KeyRef,
+        record: impl Fn(&mut Manifest) -> Result<T>,
+    ) -> Result<T> {
+        match self.mutate(record) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if let Err(cleanup) = backend.destroy(key_ref) {
+                    tracing::error!(label = %key_ref.label, error = %cleanup,
+                        "could not remove a key whose recording failed; it is an orphan");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Creates a keyset with one active version generated on its backend. Blocking.
     ///
     /// # Errors
     /// `InvalidArgument` for a bad name or no purposes, `AlreadyExists`,
     /// `NotFound` for an unknown backend, or the device's failure.
-    pub fn create(&self, req: NewKeyset) -> Result<Keyset> {
+    pub fn create(&self, req: NewKeyset, by: &str) -> Result<Keyset> {
         keyset::check_name(&req.name).map_err(Error::InvalidArgument)?;
         let max_token_lifetime = req
             .max_token_lifetime
@@ -207,26 +383,18 @@ impl Keyring {
                 .cloned()
                 .ok_or_else(|| Error::FailedPrecondition("no backend is configured".into()))?,
         };
-        let Some(backend) = self.backends.get(&backend_name).cloned() else {
-            return Err(Error::NotFound(format!(
-                "no backend named {backend_name:?}; configured backends: {:?}",
-                self.backend_names()
-            )));
-        };
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.backend_of(&backend_name)?;
         if self.snapshot().keysets.contains_key(&req.name) {
-            return Err(Error::AlreadyExists(format!(
-                "keyset {:?} already exists",
-                req.name
-            )));
+            return Err(already(&req.name));
         }
-        let key_ref = KeyRef::generate(format!("custos:{}:1", req.name));
-        let public = backend.generate(&key_ref, req.alg)?;
-        let created_at = now();
         let mut purposes = req.purposes;
         purposes.sort();
         purposes.dedup();
-        let ks = Keyset {
+        let policy = Policy {
+            retain_for: Policy::default().retain_for.max(max_token_lifetime),
+            ..Policy::default()
+        };
+        let mut ks = Keyset {
             name: req.name.clone(),
             alg: req.alg,
             purposes,
@@ -234,27 +402,208 @@ impl Keyring {
             profile: req.profile,
             issuer: req.issuer,
             max_token_lifetime,
-            created_at,
-            versions: vec![KeyVersion {
-                kid: jwk::thumbprint(&public),
-                state: VersionState::Active,
-                created_at,
-                key_ref: key_ref.clone(),
-                public,
-            }],
+            created_at: now(),
+            policy,
+            versions: Vec::new(),
         };
-        let mut next = (*self.snapshot()).clone();
-        next.generation += 1;
-        next.keysets.insert(ks.name.clone(), ks.clone());
-        if let Err(e) = manifest::store(&self.state_dir, &next) {
-            if let Err(cleanup) = backend.destroy(&key_ref) {
-                tracing::error!(label = %key_ref.label, error = %cleanup,
-                    "could not remove a key whose manifest write failed; it is an orphan");
+        let (backend, version) = self.new_version(&ks, 1)?;
+        let key_ref = version.key_ref.clone();
+        ks.add_version(version, true, ks.created_at, by);
+        self.record_new(&backend, &key_ref, |m| {
+            if m.keysets.contains_key(&ks.name) {
+                return Err(already(&ks.name));
             }
-            return Err(e);
-        }
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+            m.keysets.insert(ks.name.clone(), ks.clone());
+            Ok(ks.clone())
+        })
+    }
+
+    fn change_keyset(
+        &self,
+        name: &str,
+        change: impl Fn(&mut Keyset) -> Result<()>,
+    ) -> Result<Keyset> {
+        self.mutate(|m| {
+            let ks = m.keysets.get_mut(name).ok_or_else(|| not_found(name))?;
+            change(ks)?;
+            Ok(ks.clone())
+        })
+    }
+
+    /// Makes a new version: pending (published ahead), or active at once when
+    /// `now` (emergency rotation; the old active key is retired). Blocking.
+    ///
+    /// # Errors
+    /// `NotFound`, or the device's failure.
+    pub fn rotate(&self, name: &str, activate_now: bool, by: &str) -> Result<Keyset> {
+        let ks = self.keyset(name)?;
+        let (backend, version) = self.new_version(&ks, ks.next_number())?;
+        let key_ref = version.key_ref.clone();
+        let at = now();
+        let ks = self.record_new(&backend, &key_ref, |m| {
+            let ks = m.keysets.get_mut(name).ok_or_else(|| not_found(name))?;
+            ks.add_version(version.clone(), activate_now, at, by);
+            Ok(ks.clone())
+        })?;
+        audit_transition(
+            by,
+            name,
+            &version.kid,
+            None,
+            if activate_now { "active" } else { "pending" },
+        );
         Ok(ks)
+    }
+
+    /// Promotes a pending version, or rolls back to a retired one. Blocking.
+    ///
+    /// # Errors
+    /// `NotFound`; `FailedPrecondition` for disabled or destroyed versions.
+    pub fn activate(&self, name: &str, kid: &str, by: &str) -> Result<Keyset> {
+        let at = now();
+        let ks = self.change_keyset(name, |ks| ks.activate(kid, at, by))?;
+        audit_transition(by, name, kid, None, "active");
+        Ok(ks)
+    }
+
+    /// Retires a pending version. Blocking.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for the active key.
+    pub fn retire(&self, name: &str, kid: &str, by: &str) -> Result<Keyset> {
+        let at = now();
+        let ks = self.change_keyset(name, |ks| ks.retire(kid, at, by))?;
+        audit_transition(by, name, kid, None, "retired");
+        Ok(ks)
+    }
+
+    /// Disables a version: out of the JWKS, refused by every verification. Blocking.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for the active key.
+    pub fn disable(&self, name: &str, kid: &str, by: &str) -> Result<Keyset> {
+        let at = now();
+        let ks = self.change_keyset(name, |ks| ks.disable(kid, at, by))?;
+        audit_transition(by, name, kid, None, "disabled");
+        Ok(ks)
+    }
+
+    /// Destroys a version: recorded first, then removed from the device. Blocking.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for the active key; the device's failure.
+    pub fn destroy(&self, name: &str, kid: &str, by: &str) -> Result<Keyset> {
+        let at = now();
+        let ks = self.change_keyset(name, |ks| ks.destroy(kid, at, by).map(|_| ()))?;
+        if let Some(v) = ks.versions.iter().find(|v| v.kid == kid) {
+            self.backend_of(&ks.backend)?.destroy(&v.key_ref)?;
+        }
+        audit_transition(by, name, kid, None, "destroyed");
+        Ok(ks)
+    }
+
+    /// Changes a keyset's policy. Blocking.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a policy that does not fit the keyset.
+    pub fn set_policy(&self, name: &str, update: PolicyUpdate, by: &str) -> Result<Keyset> {
+        let ks = self.change_keyset(name, |ks| {
+            let mut p = ks.policy;
+            if let Some(r) = update.rotation_period {
+                p.rotation_period = r;
+            }
+            if let Some(v) = update.publish_ahead {
+                p.publish_ahead = v;
+            }
+            if let Some(v) = update.retain_for {
+                p.retain_for = v;
+            }
+            if let Some(v) = update.auto_destroy {
+                p.auto_destroy = v;
+            }
+            p.check(ks.max_token_lifetime)
+                .map_err(Error::InvalidArgument)?;
+            ks.policy = p;
+            Ok(())
+        })?;
+        tracing::info!(target: "custos::audit", by, keyset = name, operation = "set_policy",
+            policy = ?ks.policy, outcome = "ok", "policy changed");
+        Ok(ks)
+    }
+
+    /// Runs every scheduled transition due at `at`. Blocking. Returns how
+    /// many transitions were made.
+    ///
+    /// # Errors
+    /// The first failure; the other keysets are still processed next tick.
+    pub fn tick(&self, at: i64) -> Result<usize> {
+        let mut done = 0;
+        let snapshot = self.snapshot();
+        for ks in snapshot.keysets.values() {
+            for due in schedule::due(ks, at) {
+                match due {
+                    schedule::Due::Rotate => {
+                        let (backend, version) = self.new_version(ks, ks.next_number())?;
+                        let kid = version.kid.clone();
+                        let key_ref = version.key_ref.clone();
+                        let added = self.record_new(&backend, &key_ref, |m| {
+                            let Some(k) = m.keysets.get_mut(&ks.name) else {
+                                return Ok(false);
+                            };
+                            // Another daemon may have rotated meanwhile.
+                            if !schedule::due(k, at).contains(&schedule::Due::Rotate) {
+                                return Ok(false);
+                            }
+                            k.add_version(version.clone(), false, at, "schedule");
+                            Ok(true)
+                        })?;
+                        if added {
+                            audit_transition("schedule", &ks.name, &kid, None, "pending");
+                            done += 1;
+                        } else if let Err(e) = backend.destroy(&key_ref) {
+                            tracing::warn!(error = %e, "could not remove an unneeded key");
+                        }
+                    }
+                    schedule::Due::Promote(kid) => {
+                        self.change_keyset(&ks.name, |k| {
+                            if schedule::due(k, at).contains(&schedule::Due::Promote(kid.clone())) {
+                                k.activate(&kid, at, "schedule")?;
+                            }
+                            Ok(())
+                        })?;
+                        audit_transition("schedule", &ks.name, &kid, Some("pending"), "active");
+                        done += 1;
+                    }
+                    schedule::Due::Expire(kid) => {
+                        let destroy = ks.policy.auto_destroy;
+                        let after = self.change_keyset(&ks.name, |k| {
+                            if schedule::due(k, at).contains(&schedule::Due::Expire(kid.clone())) {
+                                if destroy {
+                                    k.destroy(&kid, at, "schedule")?;
+                                } else {
+                                    k.disable(&kid, at, "schedule")?;
+                                }
+                            }
+                            Ok(())
+                        })?;
+                        if destroy {
+                            if let Some(v) = after.versions.iter().find(|v| v.kid == kid) {
+                                self.backend_of(&after.backend)?.destroy(&v.key_ref)?;
+                            }
+                        }
+                        audit_transition(
+                            "schedule",
+                            &ks.name,
+                            &kid,
+                            Some("retired"),
+                            if destroy { "destroyed" } else { "disabled" },
+                        );
+                        done += 1;
+                    }
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// The active key of `name`, checked for `purpose`.
@@ -275,9 +624,7 @@ impl Keyring {
         let v = ks.active().ok_or_else(|| {
             Error::FailedPrecondition(format!("keyset {name:?} has no active key version"))
         })?;
-        let backend = self.backends.get(&ks.backend).cloned().ok_or_else(|| {
-            Error::FailedPrecondition(format!("backend {:?} is not configured", ks.backend))
-        })?;
+        let backend = self.backend_of(&ks.backend)?;
         Ok(ActiveKey {
             kid: v.kid.clone(),
             alg: ks.alg,
@@ -290,10 +637,19 @@ impl Keyring {
     }
 }
 
+fn audit_transition(by: &str, keyset: &str, kid: &str, from: Option<&str>, to: &str) {
+    tracing::info!(target: "custos::audit", by, operation = "transition", keyset, kid,
+        from = from.unwrap_or("-"), to, outcome = "ok", "key version state changed");
+}
+
 fn not_found(name: &str) -> Error {
     Error::NotFound(format!(
         "no keyset named {name:?}; `custos keyset list` shows the keysets"
     ))
+}
+
+fn already(name: &str) -> Error {
+    Error::AlreadyExists(format!("keyset {name:?} already exists"))
 }
 
 impl Error {
@@ -318,7 +674,17 @@ mod tests {
 
     fn ring(dir: &std::path::Path) -> Keyring {
         let b: Arc<dyn KeyBackend> = Arc::new(SoftwareBackend::new(dir.join("keys")).unwrap());
-        Keyring::open(dir.join("state"), BTreeMap::from([("dev".to_string(), b)])).unwrap()
+        Keyring::open(
+            Box::new(store::FileStore::new(dir.join("state"))),
+            BTreeMap::from([("dev".to_string(), b)]),
+        )
+        .unwrap()
+    }
+
+    impl Keyring {
+        fn create_t(&self, n: NewKeyset) -> Result<Keyset> {
+            self.create(n, "test")
+        }
     }
 
     fn new(name: &str) -> NewKeyset {
@@ -336,7 +702,7 @@ mod tests {
     #[test]
     fn create_persists_and_reopens_with_the_same_kid() {
         let dir = tempfile::tempdir().unwrap();
-        let kid = ring(dir.path()).create(new("a")).unwrap().versions[0]
+        let kid = ring(dir.path()).create_t(new("a")).unwrap().versions[0]
             .kid
             .clone();
         let again = ring(dir.path());
@@ -350,8 +716,8 @@ mod tests {
     fn refusals() {
         let dir = tempfile::tempdir().unwrap();
         let r = ring(dir.path());
-        r.create(new("a")).unwrap();
-        assert!(matches!(r.create(new("a")), Err(Error::AlreadyExists(_))));
+        r.create_t(new("a")).unwrap();
+        assert!(matches!(r.create_t(new("a")), Err(Error::AlreadyExists(_))));
         assert!(matches!(r.keyset("b"), Err(Error::NotFound(_))));
         assert!(matches!(
             r.active_key("a", Purpose::Jarm),
@@ -359,10 +725,10 @@ mod tests {
         ));
         let mut bad = new("c");
         bad.backend = Some("hsm9".into());
-        assert!(matches!(r.create(bad), Err(Error::NotFound(_))));
+        assert!(matches!(r.create_t(bad), Err(Error::NotFound(_))));
         let mut none = new("d");
         none.purposes.clear();
-        assert!(matches!(r.create(none), Err(Error::InvalidArgument(_))));
+        assert!(matches!(r.create_t(none), Err(Error::InvalidArgument(_))));
     }
 
     #[test]
@@ -373,7 +739,7 @@ mod tests {
         // fail, even for root.
         let blocker = manifest::path(&dir.path().join("state"));
         std::fs::create_dir_all(blocker.join("x")).unwrap();
-        assert!(matches!(r.create(new("a")), Err(Error::Internal(_))));
+        assert!(matches!(r.create_t(new("a")), Err(Error::Internal(_))));
         assert_eq!(
             std::fs::read_dir(dir.path().join("keys")).unwrap().count(),
             0

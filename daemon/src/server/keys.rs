@@ -6,8 +6,10 @@ use super::status::{blocking, to_status};
 use crate::error::Error;
 use crate::fapi;
 use crate::jose;
+use crate::keyring::keyset::Keyset;
 use crate::keyring::keyset::{Profile, Purpose};
-use crate::keyring::{Keyring, NewKeyset};
+use crate::keyring::policy::parse_duration;
+use crate::keyring::{Keyring, NewKeyset, PolicyUpdate};
 use custos_proto::v1 as pb;
 use custos_proto::v1::key_admin_server::KeyAdmin;
 use std::sync::Arc;
@@ -22,6 +24,19 @@ pub(crate) struct KeyAdminService {
 
 fn invalid(m: String) -> Status {
     to_status(Error::InvalidArgument(m))
+}
+
+impl KeyAdminService {
+    /// Runs an admin change on the keyring off the runtime, as `caller`.
+    async fn admin(
+        &self,
+        caller: String,
+        change: impl FnOnce(&Keyring, &str) -> Result<Keyset, Error> + Send + 'static,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let keyring = self.keyring.clone();
+        let ks = blocking(move || change(&keyring, &caller)).await?;
+        Ok(Response::new(convert::keyset(&ks)))
+    }
 }
 
 #[tonic::async_trait]
@@ -51,7 +66,8 @@ impl KeyAdmin for KeyAdminService {
             max_token_lifetime: (req.max_token_lifetime != 0).then_some(req.max_token_lifetime),
         };
         let keyring = self.keyring.clone();
-        let ks = blocking(move || keyring.create(new)).await?;
+        let by = caller.to_string();
+        let ks = blocking(move || keyring.create(new, &by)).await?;
         tracing::info!(target: "custos::audit", %caller, operation = "create_keyset",
             keyset = %ks.name, kid = %ks.versions[0].kid, outcome = "ok", "keyset created");
         Ok(Response::new(convert::keyset(&ks)))
@@ -96,5 +112,81 @@ impl KeyAdmin for KeyAdminService {
         Ok(Response::new(pb::GetJwksResponse {
             jwks_json: jwks.to_string(),
         }))
+    }
+
+    async fn rotate_keyset(
+        &self,
+        request: Request<pb::RotateKeysetRequest>,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let caller = self.gate.check(&request, "admin")?.to_string();
+        let req = request.into_inner();
+        self.admin(caller, move |k, by| k.rotate(&req.name, req.now, by))
+            .await
+    }
+
+    async fn activate_version(
+        &self,
+        request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let caller = self.gate.check(&request, "admin")?.to_string();
+        let req = request.into_inner();
+        self.admin(caller, move |k, by| k.activate(&req.name, &req.kid, by))
+            .await
+    }
+
+    async fn retire_version(
+        &self,
+        request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let caller = self.gate.check(&request, "admin")?.to_string();
+        let req = request.into_inner();
+        self.admin(caller, move |k, by| k.retire(&req.name, &req.kid, by))
+            .await
+    }
+
+    async fn disable_version(
+        &self,
+        request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let caller = self.gate.check(&request, "admin")?.to_string();
+        let req = request.into_inner();
+        self.admin(caller, move |k, by| k.disable(&req.name, &req.kid, by))
+            .await
+    }
+
+    async fn destroy_version(
+        &self,
+        request: Request<pb::DestroyVersionRequest>,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let caller = self.gate.check(&request, "admin")?.to_string();
+        let req = request.into_inner();
+        if !req.confirm {
+            return Err(to_status(Error::FailedPrecondition(
+                "destroying a key cannot be undone: confirm it (CLI: --yes)".into(),
+            )));
+        }
+        self.admin(caller, move |k, by| k.destroy(&req.name, &req.kid, by))
+            .await
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let caller = self.gate.check(&request, "admin")?.to_string();
+        let req = request.into_inner();
+        let dur = |s: Option<String>| s.map(|s| parse_duration(&s)).transpose().map_err(invalid);
+        let update = PolicyUpdate {
+            rotation_period: match req.rotation_period.as_deref() {
+                None => None,
+                Some("none") | Some("") => Some(None),
+                Some(s) => Some(Some(parse_duration(s).map_err(invalid)?)),
+            },
+            publish_ahead: dur(req.publish_ahead)?,
+            retain_for: dur(req.retain_for)?,
+            auto_destroy: req.auto_destroy,
+        };
+        self.admin(caller, move |k, by| k.set_policy(&req.name, update, by))
+            .await
     }
 }

@@ -1,0 +1,560 @@
+//! End-to-end tests of key lifecycle and rotation on SoftHSM2: manual and
+//! emergency rotation, JWKS contents and order, refusals, the schedule, a
+//! kill -9 loop, and two daemons sharing one token.
+
+use custos_client::{proto, Client, KeysetSpec};
+use custos_e2e::verify::verify_with_jwks;
+use custos_e2e::{Daemon, DaemonConfig, Hsm};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn spec(name: &str) -> KeysetSpec {
+    KeysetSpec {
+        name: name.into(),
+        alg: "ES256".into(),
+        purposes: vec!["generic".into()],
+        ..KeysetSpec::default()
+    }
+}
+
+async fn jwks_kids(c: &Client, keyset: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(&c.jwks(Some(keyset)).await.expect("jwks")).expect("json");
+    v["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_string())
+        .collect()
+}
+
+fn state(ks: &proto::Keyset, kid: &str) -> String {
+    ks.versions
+        .iter()
+        .find(|v| v.kid == kid)
+        .expect("version")
+        .state
+        .clone()
+}
+
+fn active(ks: &proto::Keyset) -> String {
+    let a: Vec<_> = ks.versions.iter().filter(|v| v.state == "active").collect();
+    assert_eq!(a.len(), 1, "exactly one active version: {ks:?}");
+    a[0].kid.clone()
+}
+
+async fn verify_jws(c: &Client, keyset: &str, token: &str) -> proto::Verdict {
+    c.verify_jws(proto::VerifyJwsRequest {
+        token: token.into(),
+        keys: Some(proto::verify_jws_request::Keys::Keyset(keyset.into())),
+        typ: String::new(),
+    })
+    .await
+    .expect("verdict")
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, custos_client::Error>) -> Code {
+    r.expect_err("refused").status().expect("status").code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_rotation_publishes_first_and_keeps_old_tokens_valid_until_disabled() {
+    let hsm = Hsm::new();
+    let d = Daemon::start(&hsm).await;
+    let c = d.client().await;
+    let ks = c.create_keyset(spec("as")).await.expect("create");
+    let old = active(&ks);
+    let before = c
+        .sign_jwt("as", "generic", None, r#"{"n":1}"#)
+        .await
+        .expect("sign")
+        .jws;
+
+    // Rotate without --now: the new key is published (after the active one) but does not sign.
+    let ks = c.rotate("as", false).await.expect("rotate");
+    let new = ks.versions.last().expect("new").kid.clone();
+    assert_eq!(state(&ks, &new), "pending");
+    assert_eq!(active(&ks), old);
+    assert_eq!(
+        jwks_kids(&c, "as").await,
+        vec![old.clone(), new.clone()],
+        "active first, then pending"
+    );
+    assert_eq!(
+        c.sign_jwt("as", "generic", None, "{}")
+            .await
+            .expect("sign")
+            .kid,
+        old
+    );
+    // A pending key verifies nothing.
+    assert!(verify_jws(&c, "as", &before).await.valid);
+
+    // Promote it: it signs, the old key is retired but still published and verifying.
+    let ks = c.activate("as", &new).await.expect("activate");
+    assert_eq!(active(&ks), new);
+    assert_eq!(state(&ks, &old), "retired");
+    assert_eq!(
+        jwks_kids(&c, "as").await,
+        vec![new.clone(), old.clone()],
+        "active first, then retired"
+    );
+    let after = c.sign_jwt("as", "generic", None, "{}").await.expect("sign");
+    assert_eq!(after.kid, new);
+    let set: Value = serde_json::from_str(&c.jwks(Some("as")).await.expect("jwks")).expect("json");
+    verify_with_jwks(&before, &set).expect("the old token verifies independently against the JWKS");
+    verify_with_jwks(&after.jws, &set).expect("the new token too");
+    assert!(verify_jws(&c, "as", &before).await.valid);
+
+    // Disable the old key: gone from the JWKS, refused by verification at once.
+    let ks = c.disable("as", &old).await.expect("disable");
+    assert_eq!(state(&ks, &old), "disabled");
+    assert_eq!(jwks_kids(&c, "as").await, vec![new.clone()]);
+    let v = verify_jws(&c, "as", &before).await;
+    assert!(!v.valid);
+    assert_eq!(v.reason, "unknown_kid");
+
+    // Transitions are recorded with who made them.
+    let shown = c.get_keyset("as").await.expect("show");
+    let old_v = shown.versions.iter().find(|v| v.kid == old).expect("old");
+    let path: Vec<_> = old_v.transitions.iter().map(|t| t.to.as_str()).collect();
+    assert_eq!(path, vec!["pending", "active", "retired", "disabled"]);
+    assert!(old_v.transitions.iter().all(|t| t.by.starts_with("uid=")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_rotation_and_every_refusal() {
+    let hsm = Hsm::new();
+    let d = Daemon::start(&hsm).await;
+    let c = d.client().await;
+    let first = active(&c.create_keyset(spec("as")).await.expect("create"));
+    let token = c
+        .sign_jwt("as", "generic", None, "{}")
+        .await
+        .expect("sign")
+        .jws;
+    let ks = c.rotate("as", true).await.expect("rotate --now");
+    let second = active(&ks);
+    assert_ne!(first, second);
+    assert_eq!(state(&ks, &first), "retired");
+    assert_eq!(
+        c.sign_jwt("as", "generic", None, "{}")
+            .await
+            .expect("sign")
+            .kid,
+        second
+    );
+    assert!(
+        verify_jws(&c, "as", &token).await.valid,
+        "tokens of the retired key still verify"
+    );
+
+    // Refusals.
+    assert_eq!(
+        code(c.destroy("as", &second, true).await),
+        Code::FailedPrecondition,
+        "never the active key"
+    );
+    assert_eq!(
+        code(c.disable("as", &second).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(c.retire("as", &second).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(c.destroy("as", &first, false).await),
+        Code::FailedPrecondition,
+        "needs confirmation"
+    );
+    assert_eq!(code(c.activate("as", "no-such-kid").await), Code::NotFound);
+    assert_eq!(code(c.rotate("nope", false).await), Code::NotFound);
+    c.disable("as", &first).await.expect("disable");
+    assert_eq!(
+        code(c.activate("as", &first).await),
+        Code::FailedPrecondition,
+        "a disabled key never signs again"
+    );
+    c.destroy("as", &first, true).await.expect("destroy");
+    assert_eq!(
+        code(c.activate("as", &first).await),
+        Code::FailedPrecondition
+    );
+    let policy = |retain: &str| proto::SetPolicyRequest {
+        name: "as".into(),
+        retain_for: Some(retain.into()),
+        ..Default::default()
+    };
+    let e = c
+        .set_policy(policy("10m"))
+        .await
+        .expect_err("shorter than max token lifetime");
+    assert_eq!(e.status().expect("s").code(), Code::InvalidArgument);
+    assert!(e.status().expect("s").message().contains("retain_for"));
+    assert_eq!(
+        code(c.set_policy(policy("ten days")).await),
+        Code::InvalidArgument
+    );
+
+    // The destroyed key is gone from the token; the active one is there.
+    let listing = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    assert_eq!(
+        listing.matches("Private Key Object").count(),
+        1,
+        "{listing}"
+    );
+    // Rollback to a retired key.
+    let third = c.rotate("as", true).await.expect("rotate");
+    let third_kid = active(&third);
+    let ks = c.activate("as", &second).await.expect("roll back");
+    assert_eq!(active(&ks), second);
+    assert_eq!(state(&ks, &third_kid), "retired");
+
+    // A kid is base64url and may start with '-': the CLI takes it as a value.
+    let out = d.cli(&["keyset", "activate", "as", "--kid", "-no-such-kid"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    // CLI: destroy without --yes is a usage error; with it, it works.
+    let out = d.cli(&["keyset", "destroy", "as", "--kid", &third_kid], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = d.cli(
+        &["keyset", "destroy", "as", "--kid", &third_kid, "--yes"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.cli(
+        &[
+            "keyset",
+            "policy",
+            "as",
+            "--rotation-period",
+            "90d",
+            "--publish-ahead",
+            "1d",
+            "--retain-for",
+            "7d",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value =
+        serde_json::from_slice(&d.cli(&["keyset", "show", "as", "--json"], None).stdout)
+            .expect("json");
+    assert_eq!(shown["policy"]["rotation_period"], 90 * 86_400);
+    // No retired key is left (the last one was destroyed), so the next
+    // scheduled step is the rotation: 90 days after activation, published 1 day ahead.
+    assert_eq!(shown["next_transition"]["action"], "rotate", "{shown}");
+    let activated = shown["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .find(|v| v["state"] == "active")
+        .expect("active")["transitions"]
+        .as_array()
+        .expect("t")
+        .last()
+        .expect("last")["at"]
+        .as_i64()
+        .expect("at");
+    assert_eq!(
+        shown["next_transition"]["at"].as_i64().expect("at"),
+        activated + 89 * 86_400
+    );
+}
+
+fn fast_schedule() -> DaemonConfig {
+    DaemonConfig {
+        extra_toml: "\n[keyring]\nschedule_tick = \"1s\"\nrefresh = \"1s\"\n".into(),
+        ..DaemonConfig::default()
+    }
+}
+
+async fn wait_for(
+    c: &Client,
+    name: &str,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&proto::Keyset) -> bool,
+) -> proto::Keyset {
+    let start = Instant::now();
+    loop {
+        let ks = c.get_keyset(name).await.expect("show");
+        if pred(&ks) {
+            return ks;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {what}: {ks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_publishes_promotes_and_ages_keys() {
+    let hsm = Hsm::new();
+    let d = Daemon::start_with(&hsm, fast_schedule()).await;
+    let c = d.client().await;
+    let mut s = spec("sched");
+    s.max_token_lifetime = Some(2);
+    let first = active(&c.create_keyset(s).await.expect("create"));
+    c.set_policy(proto::SetPolicyRequest {
+        name: "sched".into(),
+        rotation_period: Some("4s".into()),
+        publish_ahead: Some("2s".into()),
+        retain_for: Some("3s".into()),
+        auto_destroy: Some(false),
+    })
+    .await
+    .expect("policy");
+    // ~2 s after creation a pending key appears (published 2 s ahead of the 4 s rotation).
+    let ks = wait_for(&c, "sched", "a pending key", Duration::from_secs(10), |k| {
+        k.versions.iter().any(|v| v.state == "pending")
+    })
+    .await;
+    assert_eq!(active(&ks), first);
+    let pending = ks
+        .versions
+        .iter()
+        .find(|v| v.state == "pending")
+        .expect("pending")
+        .kid
+        .clone();
+    assert_eq!(
+        jwks_kids(&c, "sched").await,
+        vec![first.clone(), pending.clone()]
+    );
+    let by = &ks
+        .versions
+        .iter()
+        .find(|v| v.kid == pending)
+        .expect("p")
+        .transitions[0]
+        .by;
+    assert_eq!(by, "schedule");
+    // Then it is promoted and the first key retired.
+    let ks = wait_for(&c, "sched", "promotion", Duration::from_secs(10), |k| {
+        k.versions
+            .iter()
+            .any(|v| v.kid == pending && v.state == "active")
+    })
+    .await;
+    assert_eq!(state(&ks, &first), "retired");
+    assert_eq!(jwks_kids(&c, "sched").await[0], pending);
+    // Then the retired key ages out: disabled (auto_destroy is off), leaving the JWKS.
+    wait_for(&c, "sched", "expiry", Duration::from_secs(10), |k| {
+        k.versions
+            .iter()
+            .any(|v| v.kid == first && v.state == "disabled")
+    })
+    .await;
+    assert!(!jwks_kids(&c, "sched").await.contains(&first));
+    assert!(
+        d.log_text().contains("by=\"schedule\""),
+        "transitions are audited:\n{}",
+        d.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_rotations_never_breaks_the_keyring() {
+    let hsm = Hsm::new();
+    let mut d = Daemon::start(&hsm).await;
+    {
+        let c = d.client().await;
+        for name in ["a", "b"] {
+            c.create_keyset(spec(name)).await.expect("create");
+        }
+    }
+    let mut kills = 0;
+    let mut rng_state: u64 = rand::random();
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    while kills < 50 {
+        let c = d.client().await;
+        let worker = tokio::spawn(async move {
+            let mut i = 0u64;
+            loop {
+                let name = if i.is_multiple_of(2) { "a" } else { "b" };
+                let _ = match i % 5 {
+                    0 | 3 => c.rotate(name, i.is_multiple_of(3)).await.map(|_| ()),
+                    1 => match c.get_keyset(name).await {
+                        Ok(ks) => match ks.versions.iter().find(|v| v.state == "pending") {
+                            Some(p) => c.activate(name, &p.kid).await.map(|_| ()),
+                            None => Ok(()),
+                        },
+                        Err(e) => Err(e),
+                    },
+                    2 => match c.get_keyset(name).await {
+                        Ok(ks) => match ks.versions.iter().find(|v| v.state == "retired") {
+                            Some(r) => c.disable(name, &r.kid).await.map(|_| ()),
+                            None => Ok(()),
+                        },
+                        Err(e) => Err(e),
+                    },
+                    _ => match c.get_keyset(name).await {
+                        Ok(ks) => match ks.versions.iter().find(|v| v.state == "disabled") {
+                            Some(r) => c.destroy(name, &r.kid, true).await.map(|_| ()),
+                            None => Ok(()),
+                        },
+                        Err(e) => Err(e),
+                    },
+                };
+                i += 1;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(next() % 150)).await;
+        std::process::Command::new("kill")
+            .args(["-KILL", &d.pid().to_string()])
+            .status()
+            .expect("kill");
+        worker.abort();
+        kills += 1;
+        // The manifest must load and reconcile: the daemon starts again.
+        d.respawn_after_kill().await;
+        let c = d.client().await;
+        for ks in c.list_keysets().await.expect("list") {
+            active(&ks);
+        }
+    }
+    // Final invariants: exactly one active per keyset, every non-destroyed
+    // kid backed by a key on the token (read with pkcs11-tool), and keys the
+    // manifest does not know are only orphans, never used.
+    let c = d.client().await;
+    let listing = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    let mut recorded = 0;
+    for ks in c.list_keysets().await.expect("list") {
+        active(&ks);
+        for v in ks.versions.iter().filter(|v| v.state != "destroyed") {
+            recorded += 1;
+            let sign = c
+                .sign_jwt(&ks.name, "generic", None, "{}")
+                .await
+                .expect("sign");
+            assert_eq!(sign.kid, active(&ks));
+            let _ = v;
+        }
+    }
+    let on_token = listing.matches("Private Key Object").count();
+    assert!(
+        on_token >= recorded,
+        "{on_token} keys on the token, {recorded} recorded:\n{listing}"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(d.state_dir.join("keyring.json")).expect("manifest"))
+            .expect("json");
+    for ks in manifest["keysets"].as_object().expect("keysets").values() {
+        for v in ks["versions"].as_array().expect("versions") {
+            if v["state"] != "destroyed" {
+                let id = v["key_ref"]["id"].as_str().expect("id");
+                assert!(
+                    listing.contains(id),
+                    "kid {} (id {id}) has no key on the token",
+                    v["kid"]
+                );
+            }
+        }
+    }
+    if on_token > recorded {
+        // Keys generated but never recorded (killed in between) are reported, not used.
+        d.restart().await;
+        assert!(
+            d.log_text().contains("orphan key"),
+            "orphans must be reported:\n{}",
+            d.log_text()
+        );
+    }
+    eprintln!("{kills} kills; {recorded} recorded live versions; {on_token} keys on the token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_token_converge() {
+    let hsm = Hsm::new();
+    let cfg = DaemonConfig {
+        extra_toml:
+            "\n[keyring]\nmanifest = \"token:hsm\"\nrefresh = \"1s\"\nschedule_tick = \"1s\"\n"
+                .into(),
+        ..DaemonConfig::default()
+    };
+    let a = Daemon::start_with(&hsm, cfg.clone()).await;
+    let b = Daemon::start_with(&hsm, cfg).await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    let kid = active(&ca.create_keyset(spec("shared")).await.expect("create on A"));
+    // B sees it within its refresh interval and signs with it.
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = cb.sign_jwt("shared", "generic", None, "{}").await {
+            assert_eq!(s.kid, kid);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "B never saw the keyset"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A rotation through B reaches A's JWKS, signing and verification.
+    let new = active(&cb.rotate("shared", true).await.expect("rotate on B"));
+    let start = Instant::now();
+    loop {
+        let s = ca
+            .sign_jwt("shared", "generic", None, "{}")
+            .await
+            .expect("sign on A");
+        if s.kid == new {
+            assert!(verify_jws(&cb, "shared", &s.jws).await.valid);
+            assert_eq!(
+                jwks_kids(&ca, "shared").await,
+                vec![new.clone(), kid.clone()]
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "A never saw the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Concurrent admin changes on both daemons lose nothing.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        tasks.spawn(async move { c.create_keyset(spec(&format!("ks-{i}"))).await.map(|_| ()) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task").expect("every concurrent create succeeds");
+    }
+    let start = Instant::now();
+    loop {
+        let (na, nb) = (
+            ca.list_keysets().await.expect("a").len(),
+            cb.list_keysets().await.expect("b").len(),
+        );
+        if na == 7 && nb == 7 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "did not converge: A {na}, B {nb}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
