@@ -105,15 +105,38 @@ impl Client {
                 }
             }))
             .await
-            .map_err(|e| {
-                let mut reason = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    reason = format!("{reason}: {s}");
-                    src = s.source();
-                }
-                connect_err(reason)
-            })?;
+            .map_err(|e| connect_err(error_chain(&e)))?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Connects over TCP with mutual TLS: `url` like `https://custos.bank:7443`,
+    /// the client's certificate and key (PEM), and the CA (PEM) that issued
+    /// the daemon's certificate.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the URL is bad, the daemon is unreachable, or
+    /// the TLS handshake fails.
+    pub async fn connect_tls(
+        url: &str,
+        client_cert_pem: &[u8],
+        client_key_pem: &[u8],
+        ca_pem: &[u8],
+    ) -> Result<Self, Error> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let connect_err = |reason: String| Error::Connect {
+            path: PathBuf::from(url),
+            reason,
+        };
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .identity(Identity::from_pem(client_cert_pem, client_key_pem));
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| connect_err(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| connect_err(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| connect_err(error_chain(&e)))?;
         Ok(Self::from_channel(channel))
     }
 
@@ -436,6 +459,16 @@ impl Client {
     pub async fn set_policy(&self, req: proto::SetPolicyRequest) -> Result<proto::Keyset, Error> {
         Ok(self.keys.clone().set_policy(req).await?.into_inner())
     }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        reason = format!("{reason}: {s}");
+        src = s.source();
+    }
+    reason
 }
 
 fn version(name: &str, kid: &str) -> proto::VersionRequest {

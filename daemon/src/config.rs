@@ -20,6 +20,80 @@ pub struct Config {
     /// Where the keyring manifest lives and how often the schedule runs.
     #[serde(default)]
     pub keyring: KeyringConfig,
+    /// Who may use which keysets for what (`[[access]]`).
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// One `[[access]]` rule: a caller and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// A name for logs and audit lines.
+    pub name: String,
+    /// Matches Unix callers with this uid.
+    #[serde(default)]
+    pub unix_uid: Option<u32>,
+    /// Matches Unix callers with this gid.
+    #[serde(default)]
+    pub unix_gid: Option<u32>,
+    /// Matches TLS callers whose certificate has this SAN (DNS name or URI).
+    #[serde(default)]
+    pub tls_san: Option<String>,
+    /// Keyset name globs (`*` and `?`).
+    pub keysets: Vec<String>,
+    /// Operations: `sign`, `decrypt`, `verify`, `jwks`, `admin`.
+    pub operations: Vec<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `"stdout"` or a file path (appended to).
+    pub file: String,
+    /// fsync after every line.
+    pub fsync: bool,
+    /// When the audit line cannot be written, fail the operation (default true).
+    pub required: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            file: "stdout".into(),
+            fsync: false,
+            required: true,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted gRPC message, in bytes.
+    pub max_request_bytes: usize,
+    /// Requests per second allowed per caller (token bucket); 0 = unlimited.
+    pub rate_per_second: u32,
+    /// Burst size of the token bucket.
+    pub burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1024 * 1024,
+            rate_per_second: 0,
+            burst: 100,
+        }
+    }
 }
 
 /// `[keyring]`: manifest location, refresh and schedule intervals.
@@ -79,6 +153,51 @@ pub struct ServerConfig {
     /// or when a profile is not found there.
     #[serde(default)]
     pub profiles_dir: Option<PathBuf>,
+    /// Mode of the Unix socket, octal (default `"0660"`).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
+    /// Group that owns the Unix socket (name or number).
+    #[serde(default)]
+    pub socket_group: Option<String>,
+    /// Optional TCP listener with mutual TLS, e.g. `"127.0.0.1:7443"`.
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// PEM certificate chain of the TCP listener.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TCP listener (mode 0600).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that issue client certificates.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+
+impl ServerConfig {
+    /// The socket mode as a number.
+    ///
+    /// # Errors
+    /// A message when it is not octal or lets others write.
+    pub fn socket_mode(&self) -> Result<u32, String> {
+        let mode =
+            u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8).map_err(|_| {
+                format!(
+                    "[server] socket_mode {:?} is not an octal mode",
+                    self.socket_mode
+                )
+            })?;
+        if mode > 0o777 {
+            return Err(format!(
+                "[server] socket_mode {:?} is not a permission mode",
+                self.socket_mode
+            ));
+        }
+        Ok(mode)
+    }
 }
 
 /// `[backends.NAME]`: one key device.
@@ -128,6 +247,37 @@ impl Config {
             return Err(
                 "[verify] clock_skew must be 0..600 and dpop_window 1..3600 seconds".into(),
             );
+        }
+        config.server.socket_mode()?;
+        if config.server.tcp.is_some()
+            && (config.server.tls_cert.is_none()
+                || config.server.tls_key.is_none()
+                || config.server.client_ca.is_none())
+        {
+            return Err(
+                "[server] tcp needs tls_cert, tls_key and client_ca (mutual TLS only)".into(),
+            );
+        }
+        for rule in &config.access {
+            let selectors = [
+                rule.unix_uid.is_some(),
+                rule.unix_gid.is_some(),
+                rule.tls_san.is_some(),
+            ];
+            if selectors.iter().filter(|s| **s).count() != 1 {
+                return Err(format!(
+                    "[[access]] {:?}: give exactly one of unix_uid, unix_gid, tls_san",
+                    rule.name
+                ));
+            }
+            for op in &rule.operations {
+                if !["sign", "decrypt", "verify", "jwks", "admin"].contains(&op.as_str()) {
+                    return Err(format!(
+                        "[[access]] {:?}: unknown operation {op:?} (sign, decrypt, verify, jwks, admin)",
+                        rule.name
+                    ));
+                }
+            }
         }
         for d in [&config.keyring.refresh, &config.keyring.schedule_tick] {
             match crate::keyring::policy::parse_duration(d) {

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod alg;
+pub mod audit;
 pub mod backend;
 pub mod binding;
 pub mod config;

@@ -1,19 +1,23 @@
-//! Wiring: config to backends, keyring, socket and server; signals to shutdown.
+//! Wiring: config to backends, keyring, audit log, listeners and server;
+//! signals to shutdown; process hardening.
 
+use crate::audit::Auditor;
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::profile::HsmProfile;
 use crate::backend::software::SoftwareBackend;
 use crate::backend::KeyBackend;
-use crate::config::{BackendConfig, Config, VerifyConfig};
+use crate::config::{AuditConfig, BackendConfig, Config, ServerConfig};
 use crate::keyring::policy::parse_duration;
 use crate::keyring::store::{FileStore, ManifestStore};
 use crate::keyring::token_store::TokenStore;
 use crate::keyring::Keyring;
 use crate::secret::Secret;
+use crate::server::ServeOptions;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How `custosd` was asked to run.
 #[derive(Debug, Clone)]
@@ -31,36 +35,76 @@ const DEV_BANNER: &str = "\
 *  sign anything that matters.                                       *
 **********************************************************************";
 
+type Backends = BTreeMap<String, Arc<dyn KeyBackend>>;
+
 /// Everything the server needs, built from the mode.
 struct Setup {
-    socket: PathBuf,
+    config: Config,
     keyring: Keyring,
-    verify: VerifyConfig,
-    refresh: std::time::Duration,
-    tick: std::time::Duration,
+    audit: Arc<Auditor>,
+}
+
+/// Keeps secrets out of core dumps and other processes' ptrace reach
+/// (PR_SET_DUMPABLE 0, core size 0), where the OS allows.
+fn harden_process() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "could not clear PR_SET_DUMPABLE");
+    }
+    if let Err(e) = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
+}
+
+fn dev_config() -> Config {
+    Config {
+        server: ServerConfig {
+            socket: PathBuf::from("custos-dev.sock"),
+            state_dir: PathBuf::from("custos-dev"),
+            profiles_dir: None,
+            socket_mode: "0660".into(),
+            socket_group: None,
+            tcp: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+        },
+        backends: BTreeMap::new(),
+        verify: Default::default(),
+        keyring: Default::default(),
+        access: Vec::new(),
+        audit: AuditConfig::default(),
+        limits: Default::default(),
+    }
+}
+
+/// Refuses a config file that group or others can write.
+fn check_config_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!(
+            "config {} is writable by group or others; run `chmod go-w {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 fn setup(mode: &Mode) -> Result<Setup, String> {
-    match mode {
+    let (config, backends, store): (Config, Backends, Box<dyn ManifestStore>) = match mode {
         Mode::Dev => {
             eprintln!("{DEV_BANNER}");
-            let state = PathBuf::from("custos-dev");
-            let dev: Arc<dyn KeyBackend> =
-                Arc::new(SoftwareBackend::new(state.join("dev-keys")).map_err(|e| e.to_string())?);
-            let keyring = Keyring::open(
-                Box::new(FileStore::new(state)),
-                BTreeMap::from([("dev".to_string(), dev)]),
-            )
-            .map_err(|e| e.to_string())?;
-            Ok(Setup {
-                socket: PathBuf::from("custos-dev.sock"),
-                keyring,
-                verify: VerifyConfig::default(),
-                refresh: std::time::Duration::from_secs(10),
-                tick: std::time::Duration::from_secs(10),
-            })
+            let config = dev_config();
+            let dev: Arc<dyn KeyBackend> = Arc::new(
+                SoftwareBackend::new(config.server.state_dir.join("dev-keys"))
+                    .map_err(|e| e.to_string())?,
+            );
+            let store = Box::new(FileStore::new(config.server.state_dir.clone()));
+            (config, BTreeMap::from([("dev".to_string(), dev)]), store)
         }
         Mode::Config(path) => {
+            check_config_file(path)?;
             let config = Config::load(path)?;
             let mut backends: BTreeMap<String, Arc<dyn KeyBackend>> = BTreeMap::new();
             let mut pkcs11: BTreeMap<String, Arc<Pkcs11Backend>> = BTreeMap::new();
@@ -90,26 +134,30 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
                 }
                 None => Box::new(FileStore::new(config.server.state_dir.clone())),
             };
-            let keyring = Keyring::open(store, backends).map_err(|e| e.to_string())?;
-            let secs = |d: &str| {
-                parse_duration(d)
-                    .map(|s| std::time::Duration::from_secs(s.max(1).unsigned_abs()))
-                    .map_err(|e| format!("[keyring] {e}"))
-            };
-            Ok(Setup {
-                socket: config.server.socket.clone(),
-                keyring,
-                verify: config.verify,
-                refresh: secs(&config.keyring.refresh)?,
-                tick: secs(&config.keyring.schedule_tick)?,
-            })
+            (config, backends, store)
         }
-    }
+    };
+    let audit = Arc::new(Auditor::open(&config.audit)?);
+    let keyring = Keyring::open(store, backends).map_err(|e| e.to_string())?;
+    keyring.set_auditor(audit.clone());
+    Ok(Setup {
+        config,
+        keyring,
+        audit,
+    })
 }
 
-/// Binds the Unix socket with mode 0660: a stale socket file is replaced,
-/// a live one (another daemon answering) is an error.
-fn bind(path: &Path) -> Result<tokio::net::UnixListener, String> {
+fn interval(d: &str) -> Result<Duration, String> {
+    parse_duration(d)
+        .map(|s| Duration::from_secs(s.max(1).unsigned_abs()))
+        .map_err(|e| format!("[keyring] {e}"))
+}
+
+/// Binds the Unix socket with the configured mode and group: a stale socket
+/// file is replaced, a live one (another daemon answering) is an error, and
+/// a world-writable socket directory is refused.
+fn bind(server: &ServerConfig) -> Result<tokio::net::UnixListener, String> {
+    let path = &server.socket;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!(
@@ -120,53 +168,41 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener, String> {
         std::fs::remove_file(path)
             .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let dir_mode = std::fs::metadata(parent)
+        .map_err(|e| format!("cannot inspect {}: {e}", parent.display()))?
+        .permissions()
+        .mode();
+    if dir_mode & 0o002 != 0 {
+        return Err(format!(
+            "the socket directory {} is world-writable; put the socket in a directory only custosd's user (and group) can write, e.g. /run/custos",
+            parent.display()
+        ));
     }
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("cannot set mode 0660 on {}: {e}", path.display()))?;
-    Ok(listener)
-}
-
-/// Runs the rotation schedule and the refresh from a shared store.
-fn spawn_background(
-    keyring: Arc<Keyring>,
-    refresh: std::time::Duration,
-    tick: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut refresh_timer = tokio::time::interval(refresh);
-        let mut tick_timer = tokio::time::interval(tick);
-        refresh_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let schedule = tokio::select! {
-                _ = refresh_timer.tick() => false,
-                _ = tick_timer.tick() => true,
-            };
-            let k = keyring.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                if schedule {
-                    k.refresh()
-                        .and_then(|_| k.tick(crate::keyring::now()))
-                        .map(|_| ())
-                } else {
-                    k.refresh().map(|_| ())
-                }
-            })
-            .await;
-            match outcome {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "keyring background work failed; retrying next tick")
-                }
-                Err(e) => tracing::error!(error = %e, "keyring background task panicked"),
+    let mode = server.socket_mode()?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
+    if let Some(group) = &server.socket_group {
+        let gid = match group.parse::<u32>() {
+            Ok(n) => nix::unistd::Gid::from_raw(n),
+            Err(_) => {
+                nix::unistd::Group::from_name(group)
+                    .map_err(|e| format!("[server] socket_group {group:?}: {e}"))?
+                    .ok_or_else(|| format!("[server] socket_group {group:?} does not exist"))?
+                    .gid
             }
-        }
-    })
+        };
+        nix::unistd::chown(path, None, Some(gid))
+            .map_err(|e| format!("cannot give {} to group {group}: {e}", path.display()))?;
+    }
+    Ok(listener)
 }
 
 async fn shutdown_signal() {
@@ -184,27 +220,94 @@ async fn shutdown_signal() {
     }
 }
 
+/// Runs the rotation schedule and the refresh from a shared store.
+fn spawn_background(
+    keyring: Arc<Keyring>,
+    refresh: Duration,
+    tick: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut refresh_timer = tokio::time::interval(refresh);
+        let mut tick_timer = tokio::time::interval(tick);
+        refresh_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let schedule = tokio::select! {
+                _ = refresh_timer.tick() => false,
+                _ = tick_timer.tick() => true,
+            };
+            let k = keyring.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                k.refresh()?;
+                if schedule {
+                    k.tick(crate::keyring::now())?;
+                }
+                Ok::<_, crate::error::Error>(())
+            })
+            .await;
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "keyring background work failed; retrying next tick")
+                }
+                Err(e) => tracing::error!(error = %e, "keyring background task panicked"),
+            }
+        }
+    })
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
 /// A message for the operator: config, device, keyring or socket problems.
 pub async fn run(mode: Mode) -> Result<(), String> {
+    harden_process();
     let setup = tokio::task::spawn_blocking(move || setup(&mode))
         .await
         .map_err(|e| format!("start-up task failed: {e}"))??;
-    let listener = bind(&setup.socket)?;
+    let config = setup.config;
+    let tls = match &config.server.tcp {
+        Some(addr) => {
+            let (Some(cert), Some(key), Some(ca)) = (
+                &config.server.tls_cert,
+                &config.server.tls_key,
+                &config.server.client_ca,
+            ) else {
+                return Err("[server] tcp needs tls_cert, tls_key and client_ca".into());
+            };
+            let tls_config = crate::server::tls::server_config(cert, key, ca)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            Some((listener, tls_config))
+        }
+        None => None,
+    };
+    let listener = bind(&config.server)?;
     let keyring = Arc::new(setup.keyring);
     tracing::info!(
-        socket = %setup.socket.display(),
+        socket = %config.server.socket.display(),
+        tcp = config.server.tcp.as_deref().unwrap_or("-"),
         keysets = keyring.snapshot().keysets.len(),
         manifest = %keyring.store_description(),
         backends = ?keyring.backend_names(),
         "custosd ready"
     );
-    let background = spawn_background(keyring.clone(), setup.refresh, setup.tick);
-    let result = crate::server::serve(keyring, setup.verify, listener, shutdown_signal()).await;
+    let background = spawn_background(
+        keyring.clone(),
+        interval(&config.keyring.refresh)?,
+        interval(&config.keyring.schedule_tick)?,
+    );
+    let options = ServeOptions {
+        verify: config.verify,
+        access: config.access.clone(),
+        limits: config.limits,
+        audit: setup.audit,
+        tls,
+    };
+    let result = crate::server::serve(keyring, options, listener, shutdown_signal()).await;
     background.abort();
-    let _ = std::fs::remove_file(&setup.socket);
+    let _ = std::fs::remove_file(&config.server.socket);
     tracing::info!("custosd stopped");
     result
 }

@@ -30,15 +30,20 @@ impl Secret {
             })?;
             return Ok(Self::new(value));
         }
-        if let Some(path) = source.strip_prefix("file:") {
-            use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(path)
-                .map_err(|e| format!("secret source {source:?}: cannot read {path}: {e}"))?;
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(format!(
-                    "secret source {source:?}: {path} is readable by group or others; run `chmod 600 {path}`"
-                ));
+        if let Some(name) = source.strip_prefix("systemd-creds:") {
+            // systemd's LoadCredential=/SetCredentialEncrypted= put credentials
+            // in $CREDENTIALS_DIRECTORY, readable only by the service.
+            let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
+                format!("secret source {source:?}: $CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=)")
+            })?;
+            if name.is_empty() || name.contains('/') {
+                return Err(format!("secret source {source:?}: bad credential name"));
             }
+            return Self::from_source(&format!("file:{dir}/{name}"));
+        }
+        if let Some(path) = source.strip_prefix("file:") {
+            check_private_file(std::path::Path::new(path))
+                .map_err(|e| format!("secret source {source:?}: {e}"))?;
             let raw = Zeroizing::new(
                 std::fs::read_to_string(path)
                     .map_err(|e| format!("secret source {source:?}: cannot read {path}: {e}"))?,
@@ -46,7 +51,7 @@ impl Secret {
             return Ok(Self::new(raw.trim_end_matches(['\r', '\n']).to_string()));
         }
         Err(format!(
-            "secret source must be \"env:NAME\" or \"file:PATH\", not a literal value (got a value of {} characters)",
+            "secret source must be \"env:NAME\", \"file:PATH\" or \"systemd-creds:NAME\", not a literal value (got a value of {} characters)",
             source.len()
         ))
     }
@@ -55,6 +60,24 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// Refuses a secret file (PIN, TLS key) that group or others can read or write.
+///
+/// # Errors
+/// A message with the fix.
+pub fn check_private_file(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is accessible by group or others; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for Secret {
@@ -86,7 +109,9 @@ mod tests {
         let p = dir.path().join("pin");
         std::fs::write(&p, "1234\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(Secret::from_source(&format!("file:{}", p.display())).is_err());
+        let err = Secret::from_source(&format!("file:{}", p.display())).unwrap_err();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("1234"));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let s = Secret::from_source(&format!("file:{}", p.display())).unwrap();
         assert_eq!(s.expose(), "1234");

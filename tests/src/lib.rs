@@ -131,6 +131,10 @@ pub struct DaemonConfig {
     pub env: Vec<(String, String)>,
     /// Extra TOML appended to the `[backends.hsm]` table's file (other tables).
     pub extra_toml: String,
+    /// Extra keys for the `[server]` table.
+    pub server_toml: String,
+    /// Where the socket goes (default: the test's private directory).
+    pub socket_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -139,6 +143,8 @@ impl Default for DaemonConfig {
             module: SOFTHSM_MODULE.into(),
             env: Vec::new(),
             extra_toml: String::new(),
+            server_toml: String::new(),
+            socket_dir: None,
         }
     }
 }
@@ -168,15 +174,20 @@ impl Daemon {
     pub async fn start_with(hsm: &Hsm, cfg: DaemonConfig) -> Self {
         let base = hsm.dir.path();
         let n = rand::random::<u32>();
-        let socket = base.join(format!("custos-{n:08x}.sock"));
+        let socket = cfg
+            .socket_dir
+            .clone()
+            .unwrap_or_else(|| base.to_path_buf())
+            .join(format!("custos-{n:08x}.sock"));
         let state_dir = base.join("state");
         let config = base.join(format!("custos-{n:08x}.toml"));
         std::fs::write(
             &config,
             format!(
-                "[server]\nsocket = \"{}\"\nstate_dir = \"{}\"\n\n[backends.hsm]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{}\"\ntoken_label = \"{}\"\npin = \"env:CUSTOS_TEST_PIN\"\n{}",
+                "[server]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{}\n\n[backends.hsm]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{}\"\ntoken_label = \"{}\"\npin = \"env:CUSTOS_TEST_PIN\"\n{}",
                 socket.display(),
                 state_dir.display(),
+                cfg.server_toml,
                 cfg.module,
                 hsm.label,
                 cfg.extra_toml

@@ -23,6 +23,18 @@ struct Cli {
         default_value = "/run/custos/custos.sock"
     )]
     socket: PathBuf,
+    /// Connect over TCP with mutual TLS instead: https://HOST:PORT (needs --cert, --key, --ca).
+    #[arg(long, requires_all = ["cert", "key", "ca"])]
+    endpoint: Option<String>,
+    /// Client certificate (PEM) for --endpoint.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM) for --endpoint.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// CA certificate (PEM) that issued the daemon's certificate, for --endpoint.
+    #[arg(long)]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -425,7 +437,18 @@ fn active_kid(ks: &proto::Keyset) -> &str {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = Client::connect_unix(&cli.socket).await?;
+    let client = match &cli.endpoint {
+        Some(url) => {
+            let read = |p: &Option<PathBuf>| -> Result<Vec<u8>, Failure> {
+                let p = p
+                    .as_ref()
+                    .ok_or_else(|| usage("--endpoint needs --cert, --key and --ca".into()))?;
+                std::fs::read(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))
+            };
+            Client::connect_tls(url, &read(&cli.cert)?, &read(&cli.key)?, &read(&cli.ca)?).await?
+        }
+        None => Client::connect_unix(&cli.socket).await?,
+    };
     match cli.command {
         Command::Keyset(KeysetCmd::Create {
             name,

@@ -52,7 +52,7 @@ pub fn build(
         }
     }
     Ok(Token {
-        typ: Some(TYP),
+        typ: Some(TYP.into()),
         claims: c,
     })
 }
@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn bindings() {
         let t = build(base(), Binding::None, "j".into(), &ctx()).unwrap();
-        assert_eq!(t.typ, Some("at+jwt"));
+        assert_eq!(t.typ.as_deref(), Some("at+jwt"));
         assert_eq!(t.claims["iat"], 1000);
         assert_eq!(t.claims["jti"], "j");
         assert!(t.claims.get("cnf").is_none());

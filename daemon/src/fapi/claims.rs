@@ -19,7 +19,7 @@ pub struct Context {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Token {
     /// JOSE `typ` header.
-    pub typ: Option<&'static str>,
+    pub typ: Option<String>,
     /// The claims.
     pub claims: Map<String, Value>,
 }

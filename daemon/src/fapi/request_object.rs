@@ -55,7 +55,7 @@ pub fn build(
     c.insert("exp".into(), Value::from(exp));
     c.entry("jti").or_insert(Value::String(jti));
     Ok(Token {
-        typ: Some(TYP),
+        typ: Some(TYP.into()),
         claims: c,
     })
 }
@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn fills_times_and_jti() {
         let t = build(base(), None, "j1".into(), &ctx()).unwrap();
-        assert_eq!(t.typ, Some(TYP));
+        assert_eq!(t.typ.as_deref(), Some(TYP));
         assert_eq!(t.claims["nbf"], 1000);
         assert_eq!(t.claims["iat"], 1000);
         assert_eq!(t.claims["exp"], 1300);

@@ -17,6 +17,16 @@ use std::sync::{Arc, Mutex};
 
 /// Largest accepted claims document, in bytes.
 pub const MAX_CLAIMS_BYTES: usize = 64 * 1024;
+/// Deepest accepted nesting of arrays and objects in claims.
+pub const MAX_DEPTH: usize = 16;
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
 
 #[derive(Debug, Clone)]
 struct DeviceSigner {
@@ -82,6 +92,9 @@ pub fn parse_claims(json: &str) -> Result<Map<String, Value>> {
         )));
     }
     match serde_json::from_str::<Value>(json) {
+        Ok(v) if depth(&v) > MAX_DEPTH => Err(Error::InvalidArgument(format!(
+            "claims are nested deeper than {MAX_DEPTH} levels"
+        ))),
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(Error::InvalidArgument(format!(
             "claims must be a JSON object, not {}",
@@ -102,6 +115,14 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Hex SHA-256 of a compact JWS's signing input (`header.payload`), for the
+/// audit log: it identifies what was signed without recording the claims.
+pub fn signing_input_sha256(jws: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let input = jws.rsplit_once('.').map_or(jws, |(i, _)| i);
+    hex::encode(Sha256::digest(input.as_bytes()))
 }
 
 /// Signs `claims` as a compact JWS with `alg` and `kid` headers, and `typ` when given.
@@ -154,6 +175,11 @@ mod tests {
                 "{bad}"
             );
         }
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
+        assert!(parse_claims(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("nested"));
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_CLAIMS_BYTES));
         assert!(parse_claims(&big)
             .unwrap_err()

@@ -112,6 +112,7 @@ pub struct Keyring {
     snapshot: RwLock<Arc<Manifest>>,
     writer: Mutex<()>,
     orphans: Mutex<Vec<(String, KeyRef)>>,
+    audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -142,6 +143,7 @@ impl Keyring {
             snapshot: RwLock::new(Arc::new(m)),
             writer: Mutex::new(()),
             orphans: Mutex::new(Vec::new()),
+            audit: std::sync::OnceLock::new(),
         };
         ring.reconcile(true)?;
         Ok(ring)
@@ -211,6 +213,41 @@ impl Keyring {
         }
         *self.orphans.lock().unwrap_or_else(|p| p.into_inner()) = orphans;
         Ok(())
+    }
+
+    /// Sends scheduled transitions to the audit log (callers' changes are
+    /// audited by the server).
+    pub fn set_auditor(&self, audit: Arc<crate::audit::Auditor>) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit_transition(&self, by: &str, keyset: &str, kid: &str, from: Option<&str>, to: &str) {
+        tracing::info!(
+            by,
+            operation = "transition",
+            keyset,
+            kid,
+            from = from.unwrap_or("-"),
+            to,
+            "key version state changed"
+        );
+        if by != "schedule" {
+            return;
+        }
+        if let Some(a) = self.audit.get() {
+            let detail = format!("{} -> {to}", from.unwrap_or("-"));
+            let _ = a.record(
+                serde_json::json!({"schedule": true}),
+                &crate::audit::Event {
+                    operation: "scheduled_transition",
+                    keyset: Some(keyset),
+                    kid: Some(kid),
+                    outcome: "ok",
+                    detail: Some(&detail),
+                    ..crate::audit::Event::default()
+                },
+            );
+        }
     }
 
     /// Keys found on a device but not in the manifest: (backend, key).
@@ -445,7 +482,7 @@ impl Keyring {
             ks.add_version(version.clone(), activate_now, at, by);
             Ok(ks.clone())
         })?;
-        audit_transition(
+        self.audit_transition(
             by,
             name,
             &version.kid,
@@ -462,7 +499,7 @@ impl Keyring {
     pub fn activate(&self, name: &str, kid: &str, by: &str) -> Result<Keyset> {
         let at = now();
         let ks = self.change_keyset(name, |ks| ks.activate(kid, at, by))?;
-        audit_transition(by, name, kid, None, "active");
+        self.audit_transition(by, name, kid, None, "active");
         Ok(ks)
     }
 
@@ -473,7 +510,7 @@ impl Keyring {
     pub fn retire(&self, name: &str, kid: &str, by: &str) -> Result<Keyset> {
         let at = now();
         let ks = self.change_keyset(name, |ks| ks.retire(kid, at, by))?;
-        audit_transition(by, name, kid, None, "retired");
+        self.audit_transition(by, name, kid, None, "retired");
         Ok(ks)
     }
 
@@ -484,7 +521,7 @@ impl Keyring {
     pub fn disable(&self, name: &str, kid: &str, by: &str) -> Result<Keyset> {
         let at = now();
         let ks = self.change_keyset(name, |ks| ks.disable(kid, at, by))?;
-        audit_transition(by, name, kid, None, "disabled");
+        self.audit_transition(by, name, kid, None, "disabled");
         Ok(ks)
     }
 
@@ -498,7 +535,7 @@ impl Keyring {
         if let Some(v) = ks.versions.iter().find(|v| v.kid == kid) {
             self.backend_of(&ks.backend)?.destroy(&v.key_ref)?;
         }
-        audit_transition(by, name, kid, None, "destroyed");
+        self.audit_transition(by, name, kid, None, "destroyed");
         Ok(ks)
     }
 
@@ -558,7 +595,7 @@ impl Keyring {
                             Ok(true)
                         })?;
                         if added {
-                            audit_transition("schedule", &ks.name, &kid, None, "pending");
+                            self.audit_transition("schedule", &ks.name, &kid, None, "pending");
                             done += 1;
                         } else if let Err(e) = backend.destroy(&key_ref) {
                             tracing::warn!(error = %e, "could not remove an unneeded key");
@@ -571,7 +608,13 @@ impl Keyring {
                             }
                             Ok(())
                         })?;
-                        audit_transition("schedule", &ks.name, &kid, Some("pending"), "active");
+                        self.audit_transition(
+                            "schedule",
+                            &ks.name,
+                            &kid,
+                            Some("pending"),
+                            "active",
+                        );
                         done += 1;
                     }
                     schedule::Due::Expire(kid) => {
@@ -591,7 +634,7 @@ impl Keyring {
                                 self.backend_of(&after.backend)?.destroy(&v.key_ref)?;
                             }
                         }
-                        audit_transition(
+                        self.audit_transition(
                             "schedule",
                             &ks.name,
                             &kid,
@@ -635,11 +678,6 @@ impl Keyring {
             backend,
         })
     }
-}
-
-fn audit_transition(by: &str, keyset: &str, kid: &str, from: Option<&str>, to: &str) {
-    tracing::info!(target: "custos::audit", by, operation = "transition", keyset, kid,
-        from = from.unwrap_or("-"), to, outcome = "ok", "key version state changed");
 }
 
 fn not_found(name: &str) -> Error {

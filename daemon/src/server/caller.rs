@@ -1,74 +1,282 @@
-//! Who is calling: the Unix peer's credentials from the kernel (SO_PEERCRED),
-//! checked before any key is touched.
+//! Who is calling, and may they? Every request is identified (Unix peer
+//! credentials from the kernel, or the mTLS client certificate), rate
+//! limited, and checked against the `[[access]]` policy before anything
+//! touches a key. Denials are audited.
 //!
-//! Policy today: with no `[[access]]` rules configured, only the daemon's own
-//! uid and root may call. Every decision is logged.
+//! Policy: the daemon's own uid and root may do everything (they own the
+//! daemon, its state and its PIN anyway). Anyone else needs an `[[access]]`
+//! rule naming them (by uid, gid or certificate SAN), the operation, and a
+//! glob matching the keyset. With no rules, only the daemon's uid and root
+//! may call.
 
+use crate::audit::{Auditor, Event};
+use crate::config::{AccessRule, LimitsConfig};
+use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use tonic::transport::server::UdsConnectInfo;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 use tonic::{Request, Status};
 
 /// A caller's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Caller {
-    /// Peer uid.
-    pub(crate) uid: u32,
-    /// Peer gid.
-    pub(crate) gid: u32,
-    /// Peer pid, when the kernel reports it.
-    pub(crate) pid: Option<i32>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// A local process on the Unix socket.
+    Unix {
+        /// Peer uid.
+        uid: u32,
+        /// Peer gid.
+        gid: u32,
+        /// Peer pid, when the kernel reports it.
+        pid: Option<i32>,
+    },
+    /// A remote client with a verified certificate.
+    Tls {
+        /// Subject alternative names (DNS names and URIs).
+        sans: Vec<String>,
+        /// The certificate subject.
+        subject: String,
+    },
+}
+
+impl Caller {
+    /// The identity as a JSON object, for audit lines.
+    pub(crate) fn to_json(&self) -> Value {
+        match self {
+            Caller::Unix { uid, gid, pid } => json!({"uid": uid, "gid": gid, "pid": pid}),
+            Caller::Tls { sans, subject } => json!({"tls_san": sans, "subject": subject}),
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Caller::Unix { uid, .. } => format!("uid:{uid}"),
+            Caller::Tls { sans, subject } => format!("tls:{}:{subject}", sans.join(",")),
+        }
+    }
 }
 
 impl std::fmt::Display for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "uid={} gid={}", self.uid, self.gid)?;
-        if let Some(pid) = self.pid {
-            write!(f, " pid={pid}")?;
+        match self {
+            Caller::Unix { uid, gid, pid } => {
+                write!(f, "uid={uid} gid={gid}")?;
+                if let Some(pid) = pid {
+                    write!(f, " pid={pid}")?;
+                }
+                Ok(())
+            }
+            Caller::Tls { sans, subject } => {
+                write!(f, "tls san={} subject={subject}", sans.join(","))
+            }
         }
-        Ok(())
     }
+}
+
+/// `*` and `?` glob matching.
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
 }
 
 /// The access check shared by every service.
 #[derive(Debug, Clone)]
 pub(crate) struct Gate {
     own_uid: u32,
+    rules: Arc<Vec<AccessRule>>,
+    limits: LimitsConfig,
+    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    pub(crate) audit: Arc<Auditor>,
 }
 
 impl Gate {
-    /// A gate allowing the daemon's own uid and root.
-    pub(crate) fn new() -> Self {
+    /// A gate with `rules` and `limits`, auditing to `audit`.
+    pub(crate) fn new(rules: Vec<AccessRule>, limits: LimitsConfig, audit: Arc<Auditor>) -> Self {
         // /proc/self belongs to the process's effective uid.
         let own_uid = std::fs::metadata("/proc/self")
             .map(|m| m.uid())
             .unwrap_or(0);
-        Self { own_uid }
+        Self {
+            own_uid,
+            rules: Arc::new(rules),
+            limits,
+            buckets: Arc::new(Mutex::new(HashMap::new())),
+            audit,
+        }
     }
 
-    /// Identifies the caller of `req` and checks it may perform `operation`.
-    pub(crate) fn check<T>(&self, req: &Request<T>, operation: &str) -> Result<Caller, Status> {
-        let cred = req
+    fn identify<T>(req: &Request<T>) -> Option<Caller> {
+        if let Some(cred) = req
             .extensions()
             .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred);
-        let Some(cred) = cred else {
-            tracing::warn!(operation, "refused a caller without peer credentials");
+            .and_then(|i| i.peer_cred)
+        {
+            return Some(Caller::Unix {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid(),
+            });
+        }
+        let tls = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+        let certs = tls.peer_certs()?;
+        let leaf = certs.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        let mut sans = Vec::new();
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(d) => sans.push(d.to_string()),
+                    x509_parser::extensions::GeneralName::URI(u) => sans.push(u.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        Some(Caller::Tls {
+            sans,
+            subject: cert.subject().to_string(),
+        })
+    }
+
+    fn rule_matches(rule: &AccessRule, caller: &Caller) -> bool {
+        match caller {
+            Caller::Unix { uid, gid, .. } => {
+                rule.unix_uid == Some(*uid) || rule.unix_gid == Some(*gid)
+            }
+            Caller::Tls { sans, .. } => rule
+                .tls_san
+                .as_ref()
+                .is_some_and(|want| sans.iter().any(|s| s == want)),
+        }
+    }
+
+    /// Whether `caller` may do `operation` on `keyset` (any keyset when `None`).
+    pub(crate) fn may(&self, caller: &Caller, operation: &str, keyset: Option<&str>) -> bool {
+        if let Caller::Unix { uid, .. } = caller {
+            if *uid == 0 || *uid == self.own_uid {
+                return true;
+            }
+        }
+        self.rules.iter().any(|r| {
+            Self::rule_matches(r, caller)
+                && r.operations.iter().any(|o| o == operation)
+                && keyset.is_none_or(|k| r.keysets.iter().any(|g| glob(g, k)))
+        })
+    }
+
+    fn rate_ok(&self, caller: &Caller) -> bool {
+        if self.limits.rate_per_second == 0 {
+            return true;
+        }
+        let rate = f64::from(self.limits.rate_per_second);
+        let burst = f64::from(self.limits.burst.max(1));
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, b| now.duration_since(b.last).as_secs() < 60);
+        }
+        let b = buckets.entry(caller.key()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Identifies the caller of `req`, applies the rate limit, and checks it
+    /// may perform `operation` on `keyset`. Denials are audited.
+    pub(crate) fn check<T>(
+        &self,
+        req: &Request<T>,
+        operation: &str,
+        keyset: Option<&str>,
+    ) -> Result<Caller, Status> {
+        let Some(caller) = Self::identify(req) else {
+            tracing::warn!(operation, "refused a caller without an identity");
             return Err(Status::permission_denied(format!(
                 "{operation}: the caller could not be identified"
             )));
         };
-        let caller = Caller {
-            uid: cred.uid(),
-            gid: cred.gid(),
-            pid: cred.pid(),
-        };
-        if caller.uid == 0 || caller.uid == self.own_uid {
+        if !self.rate_ok(&caller) {
+            let _ = self.audit.record(
+                caller.to_json(),
+                &Event {
+                    operation,
+                    keyset,
+                    outcome: "denied",
+                    detail: Some("rate_limited"),
+                    ..Event::default()
+                },
+            );
+            return Err(Status::resource_exhausted(format!(
+                "{operation}: rate limit of {} requests per second exceeded for {caller}; slow down and retry",
+                self.limits.rate_per_second
+            )));
+        }
+        if self.may(&caller, operation, keyset) {
             return Ok(caller);
         }
-        tracing::warn!(target: "custos::audit", %caller, operation, outcome = "denied", "access denied");
+        let target = keyset
+            .map(|k| format!(" on keyset {k:?}"))
+            .unwrap_or_default();
+        self.audit
+            .record(
+                caller.to_json(),
+                &Event {
+                    operation,
+                    keyset,
+                    outcome: "denied",
+                    ..Event::default()
+                },
+            )
+            .map_err(super::status::to_status)?;
         Err(Status::permission_denied(format!(
-            "{operation} denied for uid {}: only the daemon's uid ({}) and root may call when no [[access]] policy is configured",
-            caller.uid, self.own_uid
+            "{operation}{target} denied for {caller}: no [[access]] rule grants it"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("as-*", "as-id-token"));
+        assert!(glob("*", "anything"));
+        assert!(glob("client-?", "client-1"));
+        assert!(!glob("as-*", "bs-id"));
+        assert!(!glob("client-?", "client-12"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("", "x"));
     }
 }

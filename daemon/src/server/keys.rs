@@ -1,8 +1,9 @@
 //! The `KeyAdmin` service: create, list and show keysets, and the JWKS.
 
-use super::caller::Gate;
+use super::caller::{Caller, Gate};
 use super::convert;
 use super::status::{blocking, to_status};
+use crate::audit::Event;
 use crate::error::Error;
 use crate::fapi;
 use crate::jose;
@@ -27,15 +28,35 @@ fn invalid(m: String) -> Status {
 }
 
 impl KeyAdminService {
-    /// Runs an admin change on the keyring off the runtime, as `caller`.
+    /// Runs an admin change on the keyring off the runtime, as `caller`,
+    /// and audits it (success or failure).
     async fn admin(
         &self,
-        caller: String,
+        caller: Caller,
+        operation: &str,
+        keyset: &str,
+        kid: Option<&str>,
         change: impl FnOnce(&Keyring, &str) -> Result<Keyset, Error> + Send + 'static,
     ) -> Result<Response<pb::Keyset>, Status> {
         let keyring = self.keyring.clone();
-        let ks = blocking(move || change(&keyring, &caller)).await?;
-        Ok(Response::new(convert::keyset(&ks)))
+        let by = caller.to_string();
+        let result = blocking(move || change(&keyring, &by)).await;
+        let code = result.as_ref().err().map(|s| format!("{:?}", s.code()));
+        self.gate
+            .audit
+            .record(
+                caller.to_json(),
+                &Event {
+                    operation,
+                    keyset: Some(keyset),
+                    kid,
+                    outcome: if result.is_ok() { "ok" } else { "error" },
+                    detail: code.as_deref(),
+                    ..Event::default()
+                },
+            )
+            .map_err(to_status)?;
+        Ok(Response::new(convert::keyset(&result?)))
     }
 }
 
@@ -45,7 +66,9 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::CreateKeysetRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self.gate.check(&request, "admin")?;
+        let caller = self
+            .gate
+            .check(&request, "admin", Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let alg = req.alg.parse().map_err(invalid)?;
         let profile: Profile = req.profile.parse().map_err(invalid)?;
@@ -65,22 +88,26 @@ impl KeyAdmin for KeyAdminService {
             issuer: Some(req.issuer).filter(|i| !i.is_empty()),
             max_token_lifetime: (req.max_token_lifetime != 0).then_some(req.max_token_lifetime),
         };
-        let keyring = self.keyring.clone();
-        let by = caller.to_string();
-        let ks = blocking(move || keyring.create(new, &by)).await?;
-        tracing::info!(target: "custos::audit", %caller, operation = "create_keyset",
-            keyset = %ks.name, kid = %ks.versions[0].kid, outcome = "ok", "keyset created");
-        Ok(Response::new(convert::keyset(&ks)))
+        let name = new.name.clone();
+        self.admin(caller, "create_keyset", &name, None, move |k, by| {
+            k.create(new, by)
+        })
+        .await
     }
 
     async fn list_keysets(
         &self,
         request: Request<pb::ListKeysetsRequest>,
     ) -> Result<Response<pb::ListKeysetsResponse>, Status> {
-        self.gate.check(&request, "jwks")?;
+        let caller = self.gate.check(&request, "jwks", None)?;
         let snap = self.keyring.snapshot();
         Ok(Response::new(pb::ListKeysetsResponse {
-            keysets: snap.keysets.values().map(convert::keyset).collect(),
+            keysets: snap
+                .keysets
+                .values()
+                .filter(|ks| self.gate.may(&caller, "jwks", Some(&ks.name)))
+                .map(convert::keyset)
+                .collect(),
         }))
     }
 
@@ -88,7 +115,8 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::GetKeysetRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        self.gate.check(&request, "jwks")?;
+        self.gate
+            .check(&request, "jwks", Some(&request.get_ref().name))?;
         let ks = self
             .keyring
             .keyset(&request.get_ref().name)
@@ -100,11 +128,19 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::GetJwksRequest>,
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
-        self.gate.check(&request, "jwks")?;
         let name = &request.get_ref().keyset;
+        let caller = self.gate.check(
+            &request,
+            "jwks",
+            Some(name.as_str()).filter(|n| !n.is_empty()),
+        )?;
         let snap = self.keyring.snapshot();
         let jwks = if name.is_empty() {
-            jose::jwks(snap.keysets.values())
+            jose::jwks(
+                snap.keysets
+                    .values()
+                    .filter(|ks| self.gate.may(&caller, "jwks", Some(&ks.name))),
+            )
         } else {
             let ks = self.keyring.keyset(name).map_err(to_status)?;
             jose::jwks([&ks])
@@ -118,62 +154,101 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::RotateKeysetRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self.gate.check(&request, "admin")?.to_string();
+        let caller = self
+            .gate
+            .check(&request, "admin", Some(&request.get_ref().name))?;
         let req = request.into_inner();
-        self.admin(caller, move |k, by| k.rotate(&req.name, req.now, by))
-            .await
+        let name = req.name.clone();
+        self.admin(caller, "rotate_keyset", &name, None, move |k, by| {
+            k.rotate(&req.name, req.now, by)
+        })
+        .await
     }
 
     async fn activate_version(
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self.gate.check(&request, "admin")?.to_string();
+        let caller = self
+            .gate
+            .check(&request, "admin", Some(&request.get_ref().name))?;
         let req = request.into_inner();
-        self.admin(caller, move |k, by| k.activate(&req.name, &req.kid, by))
-            .await
+        let (name, kid) = (req.name.clone(), req.kid.clone());
+        self.admin(
+            caller,
+            "activate_version",
+            &name,
+            Some(&kid),
+            move |k, by| k.activate(&req.name, &req.kid, by),
+        )
+        .await
     }
 
     async fn retire_version(
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self.gate.check(&request, "admin")?.to_string();
+        let caller = self
+            .gate
+            .check(&request, "admin", Some(&request.get_ref().name))?;
         let req = request.into_inner();
-        self.admin(caller, move |k, by| k.retire(&req.name, &req.kid, by))
-            .await
+        let (name, kid) = (req.name.clone(), req.kid.clone());
+        self.admin(caller, "retire_version", &name, Some(&kid), move |k, by| {
+            k.retire(&req.name, &req.kid, by)
+        })
+        .await
     }
 
     async fn disable_version(
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self.gate.check(&request, "admin")?.to_string();
+        let caller = self
+            .gate
+            .check(&request, "admin", Some(&request.get_ref().name))?;
         let req = request.into_inner();
-        self.admin(caller, move |k, by| k.disable(&req.name, &req.kid, by))
-            .await
+        let (name, kid) = (req.name.clone(), req.kid.clone());
+        self.admin(
+            caller,
+            "disable_version",
+            &name,
+            Some(&kid),
+            move |k, by| k.disable(&req.name, &req.kid, by),
+        )
+        .await
     }
 
     async fn destroy_version(
         &self,
         request: Request<pb::DestroyVersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self.gate.check(&request, "admin")?.to_string();
+        let caller = self
+            .gate
+            .check(&request, "admin", Some(&request.get_ref().name))?;
         let req = request.into_inner();
         if !req.confirm {
             return Err(to_status(Error::FailedPrecondition(
                 "destroying a key cannot be undone: confirm it (CLI: --yes)".into(),
             )));
         }
-        self.admin(caller, move |k, by| k.destroy(&req.name, &req.kid, by))
-            .await
+        let (name, kid) = (req.name.clone(), req.kid.clone());
+        self.admin(
+            caller,
+            "destroy_version",
+            &name,
+            Some(&kid),
+            move |k, by| k.destroy(&req.name, &req.kid, by),
+        )
+        .await
     }
 
     async fn set_policy(
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self.gate.check(&request, "admin")?.to_string();
+        let caller = self
+            .gate
+            .check(&request, "admin", Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let dur = |s: Option<String>| s.map(|s| parse_duration(&s)).transpose().map_err(invalid);
         let update = PolicyUpdate {
@@ -186,7 +261,10 @@ impl KeyAdmin for KeyAdminService {
             retain_for: dur(req.retain_for)?,
             auto_destroy: req.auto_destroy,
         };
-        self.admin(caller, move |k, by| k.set_policy(&req.name, update, by))
-            .await
+        let name = req.name.clone();
+        self.admin(caller, "set_policy", &name, None, move |k, by| {
+            k.set_policy(&req.name, update, by)
+        })
+        .await
     }
 }

@@ -1,70 +1,130 @@
 //! The gRPC edge: services that turn proto messages into checked domain
-//! calls, identify and check every caller first, and map domain errors to
-//! statuses (`status.rs`, the only place that does). Nothing below this
-//! folder knows about tonic.
+//! calls, identify and check every caller first (`caller.rs`), audit, and map
+//! domain errors to statuses (`status.rs`, the only place that does). Nothing
+//! below this folder knows about tonic.
+//!
+//! The same services are served on the Unix socket and, when configured, on
+//! a TCP listener with mutual TLS (`tls.rs`).
 
 mod caller;
 mod convert;
 mod keys;
 mod signer;
 mod status;
+pub mod tls;
 mod verifier;
 
-use crate::config::VerifyConfig;
+use crate::audit::Auditor;
+use crate::config::{AccessRule, LimitsConfig, VerifyConfig};
 use crate::keyring::Keyring;
 use custos_proto::v1::key_admin_server::KeyAdminServer;
 use custos_proto::v1::signer_server::SignerServer;
 use custos_proto::v1::verifier_server::VerifierServer;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 
-/// Serves every Custos service, health and reflection on `listener` until
-/// `shutdown` resolves, then drains in-flight calls.
+/// Everything the services need besides the keyring.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Verification tunables.
+    pub verify: VerifyConfig,
+    /// `[[access]]` rules.
+    pub access: Vec<AccessRule>,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// The audit log.
+    pub audit: Arc<Auditor>,
+    /// The optional mutual-TLS TCP listener and its rustls config.
+    pub tls: Option<(TcpListener, rustls::ServerConfig)>,
+}
+
+/// Serves every Custos service, health and reflection on `listener` (and the
+/// TLS listener, if any) until `shutdown` resolves, then drains in-flight calls.
 ///
 /// # Errors
 /// A transport failure, as text.
 pub async fn serve(
     keyring: Arc<Keyring>,
-    rules: VerifyConfig,
+    options: ServeOptions,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let gate = caller::Gate::new();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
+    let gate = caller::Gate::new(options.access, options.limits, options.audit);
+    let max = options.limits.max_request_bytes;
+    let verify_keys = Arc::new(crate::jose::verify::KeyCache::default());
+    let replay = Arc::new(crate::binding::replay::ReplayCache::new(
+        options.verify.replay_cache_entries,
+    ));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
         .set_serving::<KeyAdminServer<keys::KeyAdminService>>()
         .await;
-    reporter
+    health_reporter
         .set_serving::<SignerServer<signer::SignerService>>()
         .await;
-    reporter
+    health_reporter
         .set_serving::<VerifierServer<verifier::VerifierService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| format!("building reflection: {e}"))?;
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(KeyAdminServer::new(keys::KeyAdminService {
-            keyring: keyring.clone(),
-            gate: gate.clone(),
-        }))
-        .add_service(VerifierServer::new(verifier::VerifierService {
-            keyring: keyring.clone(),
-            gate: gate.clone(),
-            rules,
-            keys: Arc::new(crate::jose::verify::KeyCache::default()),
-            replay: Arc::new(crate::binding::replay::ReplayCache::new(
-                rules.replay_cache_entries,
-            )),
-        }))
-        .add_service(SignerServer::new(signer::SignerService { keyring, gate }))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| format!("gRPC server failed: {e}"))
+    let router = || -> Result<tonic::transport::server::Router, String> {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| format!("building reflection: {e}"))?;
+        Ok(tonic::transport::Server::builder()
+            .add_service(health.clone())
+            .add_service(reflection)
+            .add_service(
+                KeyAdminServer::new(keys::KeyAdminService {
+                    keyring: keyring.clone(),
+                    gate: gate.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(
+                VerifierServer::new(verifier::VerifierService {
+                    keyring: keyring.clone(),
+                    gate: gate.clone(),
+                    rules: options.verify,
+                    keys: verify_keys.clone(),
+                    replay: replay.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(
+                SignerServer::new(signer::SignerService {
+                    keyring: keyring.clone(),
+                    gate: gate.clone(),
+                })
+                .max_decoding_message_size(max),
+            ))
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let unix = router()?
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
+    let tcp = match options.tls {
+        Some((tcp, config)) => Some(
+            router()?
+                .serve_with_incoming_shutdown(tls::incoming(tcp, config), stopped(stop_rx.clone())),
+        ),
+        None => None,
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let tcp = async move {
+        match tcp {
+            Some(t) => t.await,
+            None => Ok(()),
+        }
+    };
+    let (_, unix_result, tcp_result) = tokio::join!(signal, unix, tcp);
+    unix_result.map_err(|e| format!("gRPC server (Unix socket) failed: {e}"))?;
+    tcp_result.map_err(|e| format!("gRPC server (TLS) failed: {e}"))
 }

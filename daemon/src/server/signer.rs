@@ -5,6 +5,7 @@
 
 use super::caller::{Caller, Gate};
 use super::status::{blocking, to_status};
+use crate::audit::Event;
 use crate::binding::cert;
 use crate::error::Error;
 use crate::fapi::{self, access_token, claims::Context, claims::Token};
@@ -65,7 +66,8 @@ impl SignerService {
     }
 
     /// Builds the token with `build`, signs it on the device, encrypts it when
-    /// asked, and writes the audit record.
+    /// asked, and writes the audit record (a token whose audit line cannot be
+    /// written is not returned).
     async fn issue(
         &self,
         caller: Caller,
@@ -75,31 +77,94 @@ impl SignerService {
         encrypt_to: Option<pb::Encryption>,
         build: impl FnOnce(&ActiveKey, &Context) -> Result<Token, Error>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let key = self.key(keyset, purpose)?;
-        let ctx = Context {
-            now: now(),
-            max_lifetime: key.max_token_lifetime,
-            issuer: key.issuer.clone(),
-        };
-        let token = build(&key, &ctx).map_err(to_status)?;
-        let kid = key.kid.clone();
         let encrypt_to = encrypt_to.filter(|e| !e.recipient_jwk.is_empty());
         let encrypted = encrypt_to.is_some();
-        let signed = blocking(move || {
-            let jws = jws::sign_jwt(&key, token.typ, token.claims)?;
-            match encrypt_to {
-                Some(e) => jwe::encrypt_nested(&jws, &e.recipient_jwk, optional(e.enc).as_deref()),
-                None => Ok(jws),
+        let result = async {
+            let key = self.key(keyset, purpose)?;
+            let ctx = Context {
+                now: now(),
+                max_lifetime: key.max_token_lifetime,
+                issuer: key.issuer.clone(),
+            };
+            let token = build(&key, &ctx).map_err(to_status)?;
+            let kid = key.kid.clone();
+            let (signed, digest) = blocking(move || {
+                let jws = jws::sign_jwt(&key, token.typ.as_deref(), token.claims)?;
+                let digest = jws::signing_input_sha256(&jws);
+                match encrypt_to {
+                    Some(e) => {
+                        jwe::encrypt_nested(&jws, &e.recipient_jwk, optional(e.enc).as_deref())
+                            .map(|t| (t, digest))
+                    }
+                    None => Ok((jws, digest)),
+                }
+            })
+            .await?;
+            Ok::<_, Status>((signed, digest, kid))
+        }
+        .await;
+        match result {
+            Ok((signed, digest, kid)) => {
+                self.audit(
+                    &caller,
+                    operation,
+                    keyset,
+                    Some(&kid),
+                    purpose,
+                    Some(digest),
+                    "ok",
+                    None,
+                )?;
+                Ok(Response::new(pb::SignedToken {
+                    token: signed,
+                    kid,
+                    encrypted,
+                }))
             }
-        })
-        .await?;
-        tracing::info!(target: "custos::audit", %caller, operation, %keyset, %kid,
-            %purpose, encrypted, outcome = "ok", "signed");
-        Ok(Response::new(pb::SignedToken {
-            token: signed,
-            kid,
-            encrypted,
-        }))
+            Err(status) => {
+                let code = format!("{:?}", status.code());
+                self.audit(
+                    &caller,
+                    operation,
+                    keyset,
+                    None,
+                    purpose,
+                    None,
+                    "error",
+                    Some(&code),
+                )?;
+                Err(status)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        keyset: &str,
+        kid: Option<&str>,
+        purpose: Purpose,
+        input_sha256: Option<String>,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> Result<(), Status> {
+        self.gate
+            .audit
+            .record(
+                caller.to_json(),
+                &Event {
+                    operation,
+                    keyset: Some(keyset),
+                    kid,
+                    purpose: Some(purpose.as_str()),
+                    input_sha256,
+                    outcome,
+                    detail,
+                },
+            )
+            .map_err(to_status)
     }
 }
 
@@ -109,24 +174,35 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignJwtRequest>,
     ) -> Result<Response<pb::SignJwtResponse>, Status> {
-        let caller = self.gate.check(&request, "sign")?;
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
         let req = request.into_inner();
         let purpose: Purpose = req.purpose.parse().map_err(invalid)?;
-        let key = self.key(&req.keyset, purpose)?;
-        let claims = claims_of(&req.claims_json)?;
         let typ = optional(req.typ);
-        let kid = key.kid.clone();
-        let token = blocking(move || jws::sign_jwt(&key, typ.as_deref(), claims)).await?;
-        tracing::info!(target: "custos::audit", %caller, operation = "sign_jwt",
-            keyset = %req.keyset, %kid, %purpose, outcome = "ok", "signed");
-        Ok(Response::new(pb::SignJwtResponse { jws: token, kid }))
+        let claims = claims_of(&req.claims_json);
+        let signed = self
+            .issue(caller, "sign_jwt", &req.keyset, purpose, None, |_, _| {
+                Ok(Token {
+                    typ,
+                    claims: claims.map_err(|s| Error::InvalidArgument(s.message().to_string()))?,
+                })
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(pb::SignJwtResponse {
+            jws: signed.token,
+            kid: signed.kid,
+        }))
     }
 
     async fn sign_id_token(
         &self,
         request: Request<pb::SignIdTokenRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self.gate.check(&request, "sign")?;
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
         let req = request.into_inner();
         let input = fapi::id_token::IdTokenInput {
             claims: claims_of(&req.claims_json)?,
@@ -149,7 +225,9 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignJarmResponseRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self.gate.check(&request, "sign")?;
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
         let req = request.into_inner();
         let params = if req.params_json.trim().is_empty() {
             Map::new()
@@ -177,7 +255,9 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignRequestObjectRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self.gate.check(&request, "sign")?;
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
         let req = request.into_inner();
         let claims = claims_of(&req.claims_json)?;
         let life = lifetime(req.lifetime_seconds);
@@ -196,7 +276,9 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignClientAssertionRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self.gate.check(&request, "sign")?;
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
         let req = request.into_inner();
         let life = lifetime(req.lifetime_seconds);
         self.issue(
@@ -215,7 +297,9 @@ impl Signer for SignerService {
         request: Request<pb::SignAccessTokenRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
         use pb::sign_access_token_request::Binding as B;
-        let caller = self.gate.check(&request, "sign")?;
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
         let req = request.into_inner();
         let claims = claims_of(&req.claims_json)?;
         let binding = match req.binding {
@@ -241,7 +325,9 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::DecryptJweRequest>,
     ) -> Result<Response<pb::DecryptJweResponse>, Status> {
-        let caller = self.gate.check(&request, "decrypt")?;
+        let caller = self
+            .gate
+            .check(&request, "decrypt", Some(&request.get_ref().keyset))?;
         let req = request.into_inner();
         if req.jwe.len() > 256 * 1024 {
             return Err(invalid("the JWE is larger than 256 KiB"));
@@ -252,9 +338,22 @@ impl Signer for SignerService {
             .map_err(to_status)?;
         let kid = key.kid.clone();
         let jwe_text = req.jwe;
-        let (plaintext, header) = blocking(move || jwe::decrypt(&key, &jwe_text)).await?;
-        tracing::info!(target: "custos::audit", %caller, operation = "decrypt_jwe",
-            keyset = %req.keyset, %kid, outcome = "ok", "decrypted");
+        let result = blocking(move || jwe::decrypt(&key, &jwe_text)).await;
+        let (outcome, detail) = match &result {
+            Ok(_) => ("ok", None),
+            Err(s) => ("error", Some(format!("{:?}", s.code()))),
+        };
+        self.audit(
+            &caller,
+            "decrypt_jwe",
+            &req.keyset,
+            Some(&kid),
+            Purpose::RequestObjectDecryption,
+            None,
+            outcome,
+            detail.as_deref(),
+        )?;
+        let (plaintext, header) = result?;
         Ok(Response::new(pb::DecryptJweResponse {
             plaintext,
             header_json: header.to_string(),

@@ -5,6 +5,7 @@
 
 use super::caller::{Caller, Gate};
 use super::status::to_status;
+use crate::audit::Event;
 use crate::binding::replay::{Refusal, ReplayCache};
 use crate::binding::{cert, dpop};
 use crate::config::VerifyConfig;
@@ -65,18 +66,35 @@ fn parse_jwks(json: &str) -> Result<Value, Status> {
         .map_err(|e| to_status(Error::InvalidArgument(format!("the JWKS is not JSON: {e}"))))
 }
 
-fn audit(caller: &Caller, operation: &str, v: &pb::Verdict) {
+/// Audits a failed verification (valid ones are not logged: they are the
+/// resource server's hot path and carry no decision of Custos's own).
+fn audit(gate: &Gate, caller: &Caller, operation: &str, v: &pb::Verdict) -> Result<(), Status> {
     if v.valid {
-        tracing::debug!(target: "custos::audit", %caller, operation, kid = %v.kid, outcome = "valid", "verified");
-    } else {
-        tracing::info!(target: "custos::audit", %caller, operation, reason = %v.reason, outcome = "invalid", "verification failed");
+        return Ok(());
     }
+    gate.audit
+        .record(
+            caller.to_json(),
+            &Event {
+                operation,
+                kid: Some(v.kid.as_str()).filter(|k| !k.is_empty()),
+                outcome: "invalid",
+                detail: Some(&v.reason),
+                ..Event::default()
+            },
+        )
+        .map_err(to_status)
 }
 
 impl VerifierService {
     /// Signature check against the keyring: the kid must name an active or
     /// retired version, and alg must be that key's.
-    fn check_keyring(&self, parsed: &Parsed, keyset: Option<&str>) -> Result<String, Invalid> {
+    fn check_keyring(
+        &self,
+        caller: &Caller,
+        parsed: &Parsed,
+        keyset: Option<&str>,
+    ) -> Result<String, Invalid> {
         let Some(kid) = parsed.kid() else {
             return Err(invalid(Reason::UnknownKid, "the token has no kid"));
         };
@@ -91,6 +109,12 @@ impl VerifierService {
                     format!("kid {kid} is not a key of this keyring"),
                 )
             })?;
+        if !self.gate.may(caller, "verify", Some(&cached.keyset)) {
+            return Err(invalid(
+                Reason::UnknownKid,
+                format!("kid {kid} belongs to a keyset this caller may not verify with"),
+            ));
+        }
         let Some(key) = cached.key.as_ref() else {
             return Err(invalid(
                 Reason::UnknownKid,
@@ -106,6 +130,7 @@ impl VerifierService {
 
     fn access_token(
         &self,
+        caller: &Caller,
         req: &pb::VerifyAccessTokenRequest,
     ) -> Result<Result<(Parsed, String), Invalid>, Status> {
         use pb::verify_access_token_request::Binding;
@@ -126,7 +151,7 @@ impl VerifierService {
                     format!("typ {:?} is not at+jwt", parsed.typ()),
                 ));
             }
-            let kid = self.check_keyring(&parsed, None)?;
+            let kid = self.check_keyring(caller, &parsed, None)?;
             let c = &parsed.claims;
             verify::check_times(c, now, skew, true)?;
             if !req.issuer.is_empty()
@@ -208,9 +233,9 @@ impl Verifier for VerifierService {
         &self,
         request: Request<pb::VerifyAccessTokenRequest>,
     ) -> Result<Response<pb::Verdict>, Status> {
-        let caller = self.gate.check(&request, "verify")?;
-        let v = verdict(self.access_token(request.get_ref())?);
-        audit(&caller, "verify_access_token", &v);
+        let caller = self.gate.check(&request, "verify", None)?;
+        let v = verdict(self.access_token(&caller, request.get_ref())?);
+        audit(&self.gate, &caller, "verify_access_token", &v)?;
         Ok(Response::new(v))
     }
 
@@ -219,7 +244,11 @@ impl Verifier for VerifierService {
         request: Request<pb::VerifyJwsRequest>,
     ) -> Result<Response<pb::Verdict>, Status> {
         use pb::verify_jws_request::Keys;
-        let caller = self.gate.check(&request, "verify")?;
+        let keyset = match &request.get_ref().keys {
+            Some(Keys::Keyset(k)) => Some(k.clone()),
+            _ => None,
+        };
+        let caller = self.gate.check(&request, "verify", keyset.as_deref())?;
         let req = request.into_inner();
         let typ_ok = |p: &Parsed| -> Result<(), Invalid> {
             if !req.typ.is_empty() && p.typ() != Some(req.typ.as_str()) {
@@ -235,7 +264,7 @@ impl Verifier for VerifierService {
                 self.keyring.keyset(name).map_err(to_status)?;
                 verify::parse(&req.token).and_then(|p| {
                     typ_ok(&p)?;
-                    let kid = self.check_keyring(&p, Some(name))?;
+                    let kid = self.check_keyring(&caller, &p, Some(name))?;
                     Ok((p, kid))
                 })
             }
@@ -254,7 +283,7 @@ impl Verifier for VerifierService {
             }
         };
         let v = verdict(result);
-        audit(&caller, "verify_jws", &v);
+        audit(&self.gate, &caller, "verify_jws", &v)?;
         Ok(Response::new(v))
     }
 
@@ -262,7 +291,7 @@ impl Verifier for VerifierService {
         &self,
         request: Request<pb::VerifyRequestObjectRequest>,
     ) -> Result<Response<pb::Verdict>, Status> {
-        let caller = self.gate.check(&request, "verify")?;
+        let caller = self.gate.check(&request, "verify", None)?;
         let req = request.into_inner();
         if req.client_id.is_empty() || req.issuer.is_empty() {
             return Err(to_status(Error::InvalidArgument(
@@ -308,7 +337,7 @@ impl Verifier for VerifierService {
             Ok((p, kid))
         });
         let v = verdict(result);
-        audit(&caller, "verify_request_object", &v);
+        audit(&self.gate, &caller, "verify_request_object", &v)?;
         Ok(Response::new(v))
     }
 
@@ -316,7 +345,7 @@ impl Verifier for VerifierService {
         &self,
         request: Request<pb::VerifyClientAssertionRequest>,
     ) -> Result<Response<pb::Verdict>, Status> {
-        let caller = self.gate.check(&request, "verify")?;
+        let caller = self.gate.check(&request, "verify", None)?;
         let req = request.into_inner();
         if req.client_id.is_empty() || req.audiences.is_empty() {
             return Err(to_status(Error::InvalidArgument(
@@ -377,7 +406,7 @@ impl Verifier for VerifierService {
             Ok((p, kid))
         });
         let v = verdict(result);
-        audit(&caller, "verify_client_assertion", &v);
+        audit(&self.gate, &caller, "verify_client_assertion", &v)?;
         Ok(Response::new(v))
     }
 }
