@@ -282,7 +282,10 @@ impl Keyring {
     pub fn refresh(&self) -> Result<bool> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let m = self.store.load()?;
-        if m.generation == self.snapshot().generation {
+        let current = self.snapshot();
+        // Only move forward: a store may briefly show an older generation
+        // while a concurrent writer withdraws a losing write.
+        if m.generation <= current.generation {
             return Ok(false);
         }
         tracing::info!(

@@ -13,7 +13,10 @@
 //!
 //! Readers take the newest generation that has exactly one object, so a
 //! losing writer's short-lived object is never read. Two concurrent writers
-//! may both lose (and retry with jitter); they can never both win.
+//! may both lose (and retry with jitter); they can never both win. The
+//! next write goes above the highest generation seen, so even a duplicate
+//! left behind by a writer that died between steps 1 and 2 is written over,
+//! not retried against forever.
 
 use super::manifest::Manifest;
 use super::store::{Commit, ManifestStore};
@@ -83,8 +86,18 @@ impl ManifestStore for TokenStore {
     }
 
     fn commit(&self, base: u64, next: &Manifest) -> Result<Commit> {
-        let gen = base + 1;
-        let bytes = serde_json::to_vec(next)
+        let before = self.generations()?;
+        let top = before.keys().next_back().copied().unwrap_or(0);
+        if top > base && before.get(&top).is_some_and(|v| v.len() == 1) {
+            // Someone committed a newer generation: reload and reapply.
+            return Ok(Commit::Conflict);
+        }
+        // Write above anything seen, so stale duplicates (a writer that died
+        // between creating and withdrawing its object) are written over.
+        let gen = top.max(base) + 1;
+        let mut next = next.clone();
+        next.generation = gen;
+        let bytes = serde_json::to_vec(&next)
             .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))?;
         let label = format!("custos-manifest:{gen}:{:016x}", rand::random::<u64>());
         let ours = self.backend.create_data(APPLICATION, &label, bytes)?;
