@@ -25,6 +25,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// The generated protocol types (`custos.v1`), for callers that need them.
 pub use custos_proto::v1 as proto;
 
+pub mod bench;
+
 /// A client failure: either the daemon could not be reached, or it answered
 /// with a gRPC error status.
 #[derive(Debug, thiserror::Error)]
@@ -380,6 +382,32 @@ impl Client {
             .verify_client_assertion(req)
             .await?
             .into_inner())
+    }
+
+    /// Signs many claim sets in one call; each item succeeds or fails alone.
+    ///
+    /// # Errors
+    /// A status for the whole call (unknown keyset, too many items, ...).
+    pub async fn sign_jwt_batch(
+        &self,
+        keyset: &str,
+        purpose: &str,
+        typ: Option<&str>,
+        claims_json: Vec<String>,
+    ) -> Result<Vec<proto::BatchItem>, Error> {
+        let req = proto::SignJwtBatchRequest {
+            keyset: keyset.into(),
+            purpose: purpose.into(),
+            typ: typ.unwrap_or_default().into(),
+            claims_json,
+        };
+        Ok(self
+            .signer
+            .clone()
+            .sign_jwt_batch(req)
+            .await?
+            .into_inner()
+            .items)
     }
 
     /// Makes a new key version: pending, or active at once with `now`.

@@ -84,6 +84,8 @@ pub struct LimitsConfig {
     pub rate_per_second: u32,
     /// Burst size of the token bucket.
     pub burst: u32,
+    /// Most claim sets in one SignJwtBatch call.
+    pub max_batch: usize,
 }
 
 impl Default for LimitsConfig {
@@ -92,6 +94,7 @@ impl Default for LimitsConfig {
             max_request_bytes: 1024 * 1024,
             rate_per_second: 0,
             burst: 100,
+            max_batch: 64,
         }
     }
 }

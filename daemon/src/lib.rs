@@ -29,6 +29,7 @@
 pub mod alg;
 pub mod audit;
 pub mod backend;
+pub mod bench;
 pub mod binding;
 pub mod config;
 pub mod error;

@@ -1,20 +1,47 @@
 //! `custosd`: the Custos key custody and signing daemon.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use custos_daemon::runtime::{self, Mode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Hardware-backed key custody and JWS signing for FAPI servers.
 #[derive(Debug, Parser)]
-#[command(name = "custosd", version)]
+#[command(name = "custosd", version, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Configuration file (TOML).
-    #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
+    #[arg(long, conflicts_with = "dev")]
     config: Option<PathBuf>,
     /// Run with software keys in ./custos-dev/ on ./custos-dev.sock (NOT hardware-protected).
     #[arg(long)]
     dev: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure the device directly (no gRPC): the ceiling the daemon is compared with.
+    Bench {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Keyset whose active key signs.
+        #[arg(long)]
+        keyset: String,
+        /// Threads.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Open a session, log in, find the key and sign per operation.
+        #[arg(long)]
+        no_pool: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -27,9 +54,24 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let mode = match args.config {
-        Some(path) => Mode::Config(path),
-        None => Mode::Dev,
+    if let Some(Command::Bench {
+        config,
+        keyset,
+        concurrency,
+        duration,
+        no_pool,
+        json,
+    }) = args.command
+    {
+        return bench(&config, keyset, concurrency, duration, no_pool, json);
+    }
+    let mode = match (args.config, args.dev) {
+        (Some(path), _) => Mode::Config(path),
+        (None, true) => Mode::Dev,
+        (None, false) => {
+            eprintln!("custosd: give --config FILE, or --dev for software keys (see --help)");
+            return ExitCode::from(2);
+        }
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -42,6 +84,53 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("custosd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(
+    config: &std::path::Path,
+    keyset: String,
+    concurrency: usize,
+    duration: u64,
+    no_pool: bool,
+    json: bool,
+) -> ExitCode {
+    let keyring = match runtime::open_keyring(config) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("custosd bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = custos_daemon::bench::Options {
+        keyset,
+        concurrency,
+        duration: std::time::Duration::from_secs(duration),
+        no_pool,
+    };
+    match custos_daemon::bench::run(&keyring, &opts) {
+        Ok(r) if json => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "{:.0} ops/s  p50 {} µs  p99 {} µs  p999 {} µs  errors {}  ({} ops, {} threads{})",
+                r.ops_per_sec,
+                r.p50_us,
+                r.p99_us,
+                r.p999_us,
+                r.errors,
+                r.ops,
+                r.concurrency,
+                if no_pool { ", no pool" } else { "" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("custosd bench: {e}");
             ExitCode::FAILURE
         }
     }

@@ -147,6 +147,15 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
     })
 }
 
+/// Opens the config's backends and keyring without serving (for
+/// `custosd bench` and tools). Blocking.
+///
+/// # Errors
+/// As for starting the daemon.
+pub fn open_keyring(config: &Path) -> Result<Keyring, String> {
+    setup(&Mode::Config(config.to_path_buf())).map(|s| s.keyring)
+}
+
 fn interval(d: &str) -> Result<Duration, String> {
     parse_duration(d)
         .map(|s| Duration::from_secs(s.max(1).unsigned_abs()))

@@ -56,6 +56,9 @@ enum Command {
     /// Verify tokens: exit 0 and the claims when valid, exit 1 and the reason when not.
     #[command(subcommand)]
     Verify(VerifyCmd),
+    /// Measure the daemon under closed-loop load through its real socket.
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Decrypt a JWE encrypted to a request_object_decryption keyset; prints the plaintext.
     Decrypt {
         /// Keyset name.
@@ -183,6 +186,45 @@ enum SignCmd {
     ClientAssertion(SignClientAssertion),
     /// Sign an RFC 9068 access token (typ at+jwt), optionally bound.
     AccessToken(SignAccessToken),
+}
+
+#[derive(Debug, Args)]
+struct BenchOpts {
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Print {"ops_per_sec":..,"p50_us":..,"p99_us":..,"errors":..} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// SignJwt (or SignJwtBatch with --batch) with a keyset's active key.
+    Sign {
+        /// Keyset name.
+        #[arg(long)]
+        keyset: String,
+        /// Purpose (default: generic).
+        #[arg(long, default_value = "generic")]
+        purpose: String,
+        /// Claim sets per call (SignJwtBatch when above 1).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[command(flatten)]
+        opts: BenchOpts,
+    },
+    /// VerifyAccessToken of a certificate-bound token signed once by KEYSET (purpose access_token).
+    Verify {
+        /// Keyset name (needs purpose access_token).
+        #[arg(long)]
+        keyset: String,
+        #[command(flatten)]
+        opts: BenchOpts,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -659,6 +701,64 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| usage(format!("daemon sent invalid claims JSON: {e}")))?;
             print_json(&claims);
         }
+        Command::Bench(cmd) => {
+            use custos_client::bench::{self, Load};
+            let (load, opts) = match cmd {
+                BenchCmd::Sign {
+                    keyset,
+                    purpose,
+                    batch,
+                    opts,
+                } => (
+                    Load::Sign {
+                        keyset,
+                        purpose,
+                        batch,
+                    },
+                    opts,
+                ),
+                BenchCmd::Verify { keyset, opts } => {
+                    let claims = json!({
+                        "iss": "https://as.bank.example", "sub": "bench", "aud": "https://rs.bank.example",
+                        "client_id": "bench-client", "exp": now_secs() + 3000,
+                    });
+                    let token = client
+                        .sign_access_token(proto::SignAccessTokenRequest {
+                            keyset,
+                            claims_json: claims.to_string(),
+                            binding: Some(
+                                proto::sign_access_token_request::Binding::ClientCertificate(
+                                    bench::BENCH_CERT_PEM.as_bytes().to_vec(),
+                                ),
+                            ),
+                        })
+                        .await?
+                        .token;
+                    (Load::Verify { token }, opts)
+                }
+            };
+            let r = bench::run(
+                &client,
+                load,
+                opts.concurrency,
+                std::time::Duration::from_secs(opts.duration),
+            )
+            .await;
+            if opts.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "{:.0} ops/s  p50 {} µs  p99 {} µs  p999 {} µs  errors {}  ({} ops, concurrency {}, batch {}, {:.1} s)",
+                    r.ops_per_sec, r.p50_us, r.p99_us, r.p999_us, r.errors, r.ops, r.concurrency, r.batch, r.duration_s
+                );
+            }
+            if r.ops == 0 {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("no successful calls ({} errors)", r.errors),
+                });
+            }
+        }
         Command::Decrypt { keyset, jwe } => {
             let out = client.decrypt_jwe(&keyset, &jwe).await?;
             use std::io::Write;
@@ -670,6 +770,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn read_file(path: &PathBuf) -> Result<String, Failure> {

@@ -193,6 +193,20 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// Removes both halves of the key pair from the device.
     fn destroy(&self, key: &KeyRef) -> Result<(), BackendError>;
 
+    /// Signs with a fresh device session (open, log in, find the key, sign,
+    /// close) instead of the pool: what `custosd bench --no-pool` measures.
+    fn sign_unpooled(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        self.sign(key, alg, message)
+    }
+
+    /// Closes idle pooled sessions (so the next login is a real one).
+    fn release_sessions(&self) {}
+
     /// Every Custos key on the device (label `custos:*`), to find orphans:
     /// keys generated but never recorded in the manifest.
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError>;

@@ -301,18 +301,20 @@ impl Keyring {
     /// when another writer committed first. `change` may run several times.
     fn mutate<T>(&self, change: impl Fn(&mut Manifest) -> Result<T>) -> Result<T> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        for attempt in 0..16u32 {
+        for attempt in 0..64u32 {
             let mut m = self.store.load()?;
             let base = m.generation;
             let out = change(&mut m)?;
             m.generation = base + 1;
             match self.store.commit(base, &m)? {
                 Commit::Done => {
+                    // The store may have numbered the generation itself; the
+                    // next refresh picks that up.
                     self.install(m);
                     return Ok(out);
                 }
                 Commit::Conflict => {
-                    let jitter = rand::random::<u64>() % (20 * u64::from(attempt + 1));
+                    let jitter = rand::random::<u64>() % (10 * u64::from(attempt.min(20) + 1));
                     std::thread::sleep(std::time::Duration::from_millis(5 + jitter));
                 }
             }

@@ -97,6 +97,7 @@ pub async fn serve(
                 SignerServer::new(signer::SignerService {
                     keyring: keyring.clone(),
                     gate: gate.clone(),
+                    max_batch: options.limits.max_batch,
                 })
                 .max_decoding_message_size(max),
             ))

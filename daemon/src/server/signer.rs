@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status};
 pub(crate) struct SignerService {
     pub(crate) keyring: Arc<Keyring>,
     pub(crate) gate: Gate,
+    pub(crate) max_batch: usize,
 }
 
 fn invalid(m: impl Into<String>) -> Status {
@@ -194,6 +195,78 @@ impl Signer for SignerService {
             jws: signed.token,
             kid: signed.kid,
         }))
+    }
+
+    async fn sign_jwt_batch(
+        &self,
+        request: Request<pb::SignJwtBatchRequest>,
+    ) -> Result<Response<pb::SignJwtBatchResponse>, Status> {
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
+        let req = request.into_inner();
+        if req.claims_json.is_empty() || req.claims_json.len() > self.max_batch {
+            return Err(invalid(format!(
+                "a batch has 1 to {} claim sets (got {}); see [limits] max_batch",
+                self.max_batch,
+                req.claims_json.len()
+            )));
+        }
+        let purpose: Purpose = req.purpose.parse().map_err(invalid)?;
+        let key = self.key(&req.keyset, purpose)?;
+        let kid = key.kid.clone();
+        let typ = optional(req.typ);
+        let claims = req.claims_json;
+        // One trip to the blocking pool for the whole batch.
+        let results: Vec<Result<String, Error>> = blocking(move || {
+            Ok(claims
+                .iter()
+                .map(|c| jws::parse_claims(c).and_then(|m| jws::sign_jwt(&key, typ.as_deref(), m)))
+                .collect())
+        })
+        .await?;
+        let mut items = Vec::with_capacity(results.len());
+        for r in results {
+            let item = match r {
+                Ok(token) => {
+                    let digest = jws::signing_input_sha256(&token);
+                    self.audit(
+                        &caller,
+                        "sign_jwt_batch",
+                        &req.keyset,
+                        Some(&kid),
+                        purpose,
+                        Some(digest),
+                        "ok",
+                        None,
+                    )?;
+                    pb::batch_item::Result::Signed(pb::SignJwtResponse {
+                        jws: token,
+                        kid: kid.clone(),
+                    })
+                }
+                Err(e) => {
+                    let status = to_status(e);
+                    let code = format!("{:?}", status.code());
+                    self.audit(
+                        &caller,
+                        "sign_jwt_batch",
+                        &req.keyset,
+                        None,
+                        purpose,
+                        None,
+                        "error",
+                        Some(&code),
+                    )?;
+                    pb::batch_item::Result::Error(pb::ItemError {
+                        code,
+                        message: status.message().to_string(),
+                    })
+                }
+            };
+            items.push(pb::BatchItem { result: Some(item) });
+        }
+        Ok(Response::new(pb::SignJwtBatchResponse { items }))
     }
 
     async fn sign_id_token(

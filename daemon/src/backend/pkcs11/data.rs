@@ -63,7 +63,7 @@ pub(super) fn read(
         .ok_or_else(|| BackendError::Internal("data object without a value".into()))
 }
 
-/// Creates a private, read-only data object on the token.
+/// Creates a private data object on the token.
 pub(super) fn create(
     s: &mut PooledSession<'_>,
     application: &str,
@@ -84,14 +84,11 @@ pub(super) fn create(
     })
 }
 
-/// Destroys a data object (one already gone is not an error).
+/// Destroys a data object; an error when it is already gone.
 pub(super) fn destroy(s: &mut PooledSession<'_>, handle: ObjectHandle) -> Result<(), BackendError> {
-    match s.run("removing a data object", |session| {
+    s.run("removing a data object", |session| {
         session.destroy_object(handle)
-    }) {
-        Ok(()) | Err(BackendError::KeyNotFound(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    })
 }
 
 /// Every private key whose label starts with `custos:`.

@@ -201,6 +201,22 @@ impl KeyBackend for Pkcs11Backend {
         Ok(())
     }
 
+    fn sign_unpooled(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let settings = self.settings(alg)?;
+        let mut s = self.pool.fresh()?;
+        let (handle, _) = keys::find(&mut s, key, alg)?;
+        sign::sign(&mut s, handle, settings.mechanism, message)
+    }
+
+    fn release_sessions(&self) {
+        self.pool.drain();
+    }
+
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
         let mut s = self.pool.get()?;
         data::custos_keys(&mut s)
@@ -245,7 +261,8 @@ impl Pkcs11Backend {
         })
     }
 
-    /// Removes a data object.
+    /// Removes a data object (the one atomic test-and-set PKCS#11 offers:
+    /// of several callers destroying the same object, one succeeds).
     ///
     /// # Errors
     /// The device's failure.

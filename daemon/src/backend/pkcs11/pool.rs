@@ -188,8 +188,22 @@ impl SessionPool {
         }
     }
 
-    /// Closes every idle session (used by tests and by the reload path).
-    #[allow(dead_code)]
+    /// A session outside the pool, opened and logged in now and closed when
+    /// dropped (for measuring what the pool saves).
+    pub(super) fn fresh(&self) -> Result<PooledSession<'_>, BackendError> {
+        let session = self.open_session()?;
+        let mut state = self.lock();
+        // Counted as open so that dropping it (as broken) balances the count.
+        state.open += 1;
+        drop(state);
+        Ok(PooledSession {
+            pool: self,
+            session: Some(session),
+            broken: true,
+        })
+    }
+
+    /// Closes every idle session.
     pub(super) fn drain(&self) {
         let mut state = self.lock();
         let n = state.idle.len();

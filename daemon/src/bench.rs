@@ -1,0 +1,115 @@
+//! `custosd bench`: the device's own ceiling. Signs with a keyset's key
+//! directly, in process (no gRPC, no JOSE), using the same session pool as
+//! the server, from N threads for a fixed time. `--no-pool` opens a session,
+//! logs in, finds the key and signs for every operation instead, to show
+//! what the pool saves.
+
+use crate::keyring::{ActiveKey, Keyring};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// A typical ID token signing input (`header.payload`), ~330 bytes.
+const SIGNING_INPUT: &[u8] = b"eyJraWQiOiJVZ0N2cjhwWVZRby1LZ0J2Y1ZfZWx1ak5KYTBFazNJbDAzWV9kdFdyZUI0IiwiYWxnIjoiRVMyNTYifQ.eyJpc3MiOiJodHRwczovL2FzLmJhbmsuZXhhbXBsZSIsInN1YiI6IjI0ODI4OTc2MTAwMSIsImF1ZCI6ImNsaWVudC1hcHAtMSIsImV4cCI6NDEwMjQ0NDgwMCwiaWF0IjoxNzAwMDAwMDAwLCJub25jZSI6Im4tMFM2X1d6QTJNaiIsImF1dGhfdGltZSI6MTcwMDAwMDAwMH0";
+
+/// What a bench run measured (the same fields as `custos bench --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Signatures per second.
+    pub ops_per_sec: f64,
+    /// Median latency, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile, microseconds.
+    pub p99_us: u64,
+    /// 99.9th percentile, microseconds.
+    pub p999_us: u64,
+    /// Failed signatures.
+    pub errors: u64,
+    /// Signatures made.
+    pub ops: u64,
+    /// Threads.
+    pub concurrency: usize,
+    /// Measured seconds.
+    pub duration_s: f64,
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Keyset whose active key signs.
+    pub keyset: String,
+    /// Threads.
+    pub concurrency: usize,
+    /// How long.
+    pub duration: Duration,
+    /// Open, log in, find and sign per operation instead of using the pool.
+    pub no_pool: bool,
+}
+
+fn active_key(keyring: &Keyring, name: &str) -> Result<ActiveKey, String> {
+    let ks = keyring.keyset(name).map_err(|e| e.to_string())?;
+    let purpose = *ks
+        .purposes
+        .first()
+        .ok_or_else(|| format!("keyset {name} has no purpose"))?;
+    keyring.active_key(name, purpose).map_err(|e| e.to_string())
+}
+
+/// Runs the benchmark on an opened keyring. Blocking.
+///
+/// # Errors
+/// An unknown keyset, or a key that cannot sign even once.
+pub fn run(keyring: &Keyring, opts: &Options) -> Result<Report, String> {
+    let key = active_key(keyring, &opts.keyset)?;
+    if opts.no_pool {
+        key.backend.release_sessions();
+    }
+    let sign = |k: &ActiveKey| {
+        if opts.no_pool {
+            k.backend.sign_unpooled(&k.key_ref, k.alg, SIGNING_INPUT)
+        } else {
+            k.backend.sign(&k.key_ref, k.alg, SIGNING_INPUT)
+        }
+    };
+    sign(&key).map_err(|e| format!("the key cannot sign: {e}"))?;
+    let start = Instant::now();
+    let deadline = start + opts.duration;
+    let results: Vec<(Vec<u64>, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..opts.concurrency.max(1))
+            .map(|_| {
+                let key = key.clone();
+                let sign = &sign;
+                scope.spawn(move || {
+                    let (mut lat, mut errors) = (Vec::new(), 0u64);
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        match sign(&key) {
+                            Ok(_) => lat.push(t.elapsed().as_micros() as u64),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64().max(f64::EPSILON);
+    let errors = results.iter().map(|(_, e)| e).sum();
+    let mut lat: Vec<u64> = results.into_iter().flat_map(|(l, _)| l).collect();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(Report {
+        ops_per_sec: lat.len() as f64 / elapsed,
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        errors,
+        ops: lat.len() as u64,
+        concurrency: opts.concurrency.max(1),
+        duration_s: elapsed,
+    })
+}
