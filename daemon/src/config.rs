@@ -209,6 +209,28 @@ impl ServerConfig {
 pub enum BackendConfig {
     /// A PKCS#11 token (HSM or SoftHSM2).
     Pkcs11(Pkcs11Config),
+    /// A TPM 2.0 (hardware, or swtpm in tests).
+    Tpm(TpmConfig),
+}
+
+/// `kind = "tpm"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmConfig {
+    /// TPM profile name (`hsm-profiles/NAME.toml`): `tpm-device` or `tpm-swtpm`.
+    pub profile: String,
+    /// TCTI: `device:/dev/tpmrm0`, `tabrmd:`, or `swtpm:host=127.0.0.1,port=2321`.
+    pub tcti: String,
+    /// Owner hierarchy auth, as a secret source (`env:`, `file:`, `systemd-creds:`).
+    #[serde(default)]
+    pub owner_auth: Option<String>,
+    /// Auth value of the keys Custos creates, as a secret source.
+    #[serde(default)]
+    pub key_auth: Option<String>,
+    /// Always sign RSA through the TPM's raw RSA operation with the padding
+    /// done in software (instead of the TPM's own PSS/PKCS#1).
+    #[serde(default)]
+    pub rsa_raw: bool,
 }
 
 /// `kind = "pkcs11"`.
@@ -332,7 +354,9 @@ pin = "env:CUSTOS_PIN"
     #[test]
     fn parses_the_documented_example() {
         let c = Config::parse(GOOD).unwrap();
-        let BackendConfig::Pkcs11(p) = &c.backends["hsm"];
+        let BackendConfig::Pkcs11(p) = &c.backends["hsm"] else {
+            panic!("pkcs11 expected");
+        };
         assert_eq!(p.token_label, "custos");
     }
 

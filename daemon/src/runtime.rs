@@ -122,6 +122,9 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
                         pkcs11.insert(name.clone(), backend.clone());
                         backends.insert(name.clone(), backend);
                     }
+                    BackendConfig::Tpm(t) => {
+                        backends.insert(name.clone(), open_tpm(name, t, &config)?);
+                    }
                 }
             }
             let store: Box<dyn ManifestStore> = match config.keyring.manifest.strip_prefix("token:")
@@ -154,6 +157,44 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
 /// As for starting the daemon.
 pub fn open_keyring(config: &Path) -> Result<Keyring, String> {
     setup(&Mode::Config(config.to_path_buf())).map(|s| s.keyring)
+}
+
+#[cfg(feature = "tpm")]
+fn open_tpm(
+    name: &str,
+    t: &crate::config::TpmConfig,
+    config: &Config,
+) -> Result<Arc<dyn KeyBackend>, String> {
+    let profile = crate::backend::profile::TpmProfile::load(
+        &t.profile,
+        config.server.profiles_dir.as_deref(),
+    )?;
+    let secret = |s: &Option<String>| {
+        s.as_deref()
+            .map(Secret::from_source)
+            .transpose()
+            .map_err(|e| format!("backend {name}: {e}"))
+    };
+    let backend = crate::backend::tpm::TpmBackend::open(
+        t,
+        profile,
+        config.server.state_dir.join(format!("tpm-{name}")),
+        secret(&t.owner_auth)?,
+        secret(&t.key_auth)?,
+    )
+    .map_err(|e| format!("backend {name}: {e}"))?;
+    Ok(Arc::new(backend))
+}
+
+#[cfg(not(feature = "tpm"))]
+fn open_tpm(
+    name: &str,
+    _t: &crate::config::TpmConfig,
+    _config: &Config,
+) -> Result<Arc<dyn KeyBackend>, String> {
+    Err(format!(
+        "backend {name}: this custosd was built without TPM support; build it with `cargo build --features custos-daemon/tpm` (needs libtss2-dev)"
+    ))
 }
 
 fn interval(d: &str) -> Result<Duration, String> {

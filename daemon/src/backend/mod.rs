@@ -8,10 +8,12 @@
 //! Calls block on the device: callers on the async runtime run them with
 //! `tokio::task::spawn_blocking`.
 
-pub mod oaep;
+pub mod padding;
 pub mod pkcs11;
 pub mod profile;
 pub mod software;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 use crate::alg::Algorithm;
 use crate::error::Error;

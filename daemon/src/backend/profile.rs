@@ -10,10 +10,114 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Profiles compiled into the daemon, by name.
-const BUILT_IN: &[(&str, &str)] = &[(
-    "softhsm2",
-    include_str!("../../../hsm-profiles/softhsm2.toml"),
-)];
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "softhsm2",
+        include_str!("../../../hsm-profiles/softhsm2.toml"),
+    ),
+    (
+        "tpm-swtpm",
+        include_str!("../../../hsm-profiles/tpm-swtpm.toml"),
+    ),
+    (
+        "tpm-device",
+        include_str!("../../../hsm-profiles/tpm-device.toml"),
+    ),
+];
+
+/// How a TPM backend makes RS256/PS256 signatures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RsaPssMode {
+    /// Check the TPM's own PSS salt at key load; use the raw path when it is not 32.
+    #[default]
+    Auto,
+    /// Always the TPM's own RSASSA-PSS / RSASSA-PKCS1-v1_5.
+    Native,
+    /// Always the raw RSA operation with the padding done in software.
+    Raw,
+}
+
+/// A TPM model's profile (`hsm-profiles/tpm-*.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmProfile {
+    /// Profile name.
+    pub name: String,
+    /// What the profile is for.
+    #[serde(default)]
+    pub description: String,
+    /// Whether it was checked against the real TPM.
+    #[serde(default)]
+    pub tested: bool,
+    /// The JOSE algorithms offered.
+    pub algorithms: Vec<String>,
+    /// How RSA signatures are made.
+    #[serde(default)]
+    pub rsa_pss: RsaPssMode,
+    /// How many Custos keys stay loaded in the TPM at once (TPMs without a
+    /// resource manager have few object slots; the least recently used key
+    /// is flushed and reloaded from its blob when needed).
+    #[serde(default = "default_loaded")]
+    pub max_loaded_keys: usize,
+}
+
+fn default_loaded() -> usize {
+    2
+}
+
+impl TpmProfile {
+    /// Loads the TPM profile `name` (from `dir`, else built in).
+    ///
+    /// # Errors
+    /// A message naming the profile and the problem.
+    pub fn load(name: &str, dir: Option<&Path>) -> Result<Self, String> {
+        let text = profile_text(name, dir)?;
+        let p: TpmProfile =
+            toml::from_str(&text).map_err(|e| format!("TPM profile {name}: {e}"))?;
+        for a in &p.algorithms {
+            let alg: Algorithm = a.parse()?;
+            if !matches!(alg, Algorithm::ES256 | Algorithm::PS256 | Algorithm::RS256) {
+                return Err(format!(
+                    "TPM profile {name}: {alg} is not offered by the TPM backend"
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Whether the profile offers `alg`.
+    pub fn offers(&self, alg: Algorithm) -> bool {
+        self.algorithms.iter().any(|a| a == alg.as_str())
+    }
+}
+
+fn profile_text(name: &str, dir: Option<&Path>) -> Result<String, String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("invalid HSM profile name {name:?}"));
+    }
+    if let Some(dir) = dir {
+        let path = dir.join(format!("{name}.toml"));
+        if path.exists() {
+            return std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read HSM profile {}: {e}", path.display()));
+        }
+    }
+    BUILT_IN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| t.to_string())
+        .ok_or_else(|| {
+            let known: Vec<_> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown HSM profile {name:?}: built-in profiles are {known:?}; or set [server] profiles_dir to a folder with {name}.toml"
+            )
+        })
+}
 
 /// One HSM model's profile.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,29 +258,8 @@ impl HsmProfile {
     /// # Errors
     /// A message naming the profile and the problem.
     pub fn load(name: &str, dir: Option<&Path>) -> Result<Self, String> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!("invalid HSM profile name {name:?}"));
-        }
-        if let Some(dir) = dir {
-            let path = dir.join(format!("{name}.toml"));
-            if path.exists() {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read HSM profile {}: {e}", path.display()))?;
-                return Self::parse(&text)
-                    .map_err(|e| format!("HSM profile {}: {e}", path.display()));
-            }
-        }
-        let Some((_, text)) = BUILT_IN.iter().find(|(n, _)| *n == name) else {
-            let known: Vec<_> = BUILT_IN.iter().map(|(n, _)| *n).collect();
-            return Err(format!(
-                "unknown HSM profile {name:?}: built-in profiles are {known:?}; or set [server] profiles_dir to a folder with {name}.toml"
-            ));
-        };
-        Self::parse(text).map_err(|e| format!("built-in HSM profile {name}: {e}"))
+        let text = profile_text(name, dir)?;
+        Self::parse(&text).map_err(|e| format!("HSM profile {name}: {e}"))
     }
 
     /// Parses and checks profile text.

@@ -140,8 +140,20 @@ impl KeyBackend for Pkcs11Backend {
 
     fn generate(&self, key: &KeyRef, alg: Algorithm) -> Result<PublicKey, BackendError> {
         let settings = self.settings(alg)?;
-        let mut s = self.pool.get()?;
-        let (private, public) = keys::generate(&mut s, key, alg, settings, self.profile.rsa.bits)?;
+        let attempt = || {
+            let mut s = self.pool.get()?;
+            keys::generate(&mut s, key, alg, settings, self.profile.rsa.bits)
+        };
+        // A transient device error (SoftHSM2 reports CKR_GENERAL_ERROR when
+        // another process holds its token lock) is retried once, on a fresh session.
+        let (private, public) = match attempt() {
+            Err(BackendError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "key generation failed; retrying once");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                attempt()?
+            }
+            other => other?,
+        };
         self.remember(key, private);
         Ok(public)
     }

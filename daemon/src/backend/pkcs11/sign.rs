@@ -93,7 +93,7 @@ pub(super) fn decrypt(
             let em = s.run("decrypting", |session| {
                 session.decrypt(&Mechanism::RsaX509, key, ciphertext)
             })?;
-            crate::backend::oaep::decode_sha256(&em, ciphertext.len()).ok_or_else(|| {
+            crate::backend::padding::decode_sha256(&em, ciphertext.len()).ok_or_else(|| {
                 BackendError::Internal("the ciphertext is not a valid OAEP encoding".into())
             })
         }
