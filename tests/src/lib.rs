@@ -381,3 +381,97 @@ pub fn client_cert(dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
         .stdout;
     (pem, der)
 }
+
+/// A private swtpm (TPM 2.0 simulator) on free loopback ports, with its
+/// state in its own directory so it can be restarted.
+#[derive(Debug)]
+pub struct Swtpm {
+    child: Option<Child>,
+    /// The state directory.
+    pub dir: tempfile::TempDir,
+    /// The command port.
+    pub port: u16,
+    ctrl: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Swtpm {
+    /// Starts a fresh swtpm.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        // The swtpm TCTI talks to the control channel on port + 1.
+        let port = loop {
+            let p = free_port();
+            if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        let mut t = Self {
+            child: None,
+            dir,
+            port,
+            ctrl: port + 1,
+        };
+        t.spawn();
+        t
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2"])
+            .arg("--server")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", self.port))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", self.ctrl))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", self.dir.path().display()))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm runs (apt-get install swtpm swtpm-tools)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "swtpm did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The TCTI string for custosd.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Kills swtpm and starts it again on the same state (a TPM restart).
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    /// The config table for a TPM backend named `tpm` on this swtpm.
+    pub fn backend_toml(&self, rsa_raw: bool) -> String {
+        format!(
+            "\n[backends.tpm]\nkind = \"tpm\"\nprofile = \"tpm-swtpm\"\ntcti = \"{}\"\nkey_auth = \"env:CUSTOS_TPM_KEY_AUTH\"\nrsa_raw = {rsa_raw}\n",
+            self.tcti()
+        )
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

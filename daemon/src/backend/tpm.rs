@@ -305,19 +305,25 @@ impl TpmBackend {
         handle: KeyHandle,
         pk: &PublicKey,
     ) -> Result<RsaPath, BackendError> {
-        if self.force_raw {
-            return Ok(RsaPath::Raw);
-        }
-        if self.profile.rsa_pss == RsaPssMode::Native {
-            return Ok(RsaPath::Native);
-        }
-        let msg = b"custos TPM PSS self-test";
-        let sig = native_rsa(ctx, handle, Algorithm::PS256, msg)?;
-        let ok = verify_pss_salt32(pk, msg, &sig);
-        if !ok {
-            tracing::warn!("this TPM's RSASSA-PSS does not use a 32-byte salt; signing through the raw RSA operation");
-        }
-        Ok(if ok { RsaPath::Native } else { RsaPath::Raw })
+        let path = if self.force_raw {
+            RsaPath::Raw
+        } else if self.profile.rsa_pss == RsaPssMode::Native {
+            RsaPath::Native
+        } else {
+            let msg = b"custos TPM PSS self-test";
+            let sig = native_rsa(ctx, handle, Algorithm::PS256, msg)?;
+            if verify_pss_salt32(pk, msg, &sig) {
+                RsaPath::Native
+            } else {
+                tracing::warn!("this TPM's RSASSA-PSS does not use a 32-byte salt");
+                RsaPath::Raw
+            }
+        };
+        tracing::info!(
+            path = if path == RsaPath::Native { "tpm-native" } else { "raw-rsa" },
+            "TPM RSA signing path chosen for a key"
+        );
+        Ok(path)
     }
 }
 
