@@ -12,7 +12,11 @@ fn spec(name: &str, alg: &str, purposes: &[&str]) -> KeysetSpec {
         alg: alg.into(),
         purposes: purposes.iter().map(|p| p.to_string()).collect(),
         backend: Some("tpm".into()),
-        profile: if alg == "RS256" { Some("oidc".into()) } else { None },
+        profile: if alg == "RS256" {
+            Some("oidc".into())
+        } else {
+            None
+        },
         ..KeysetSpec::default()
     }
 }
@@ -35,7 +39,10 @@ async fn a_thousand_tpm_es256_signatures_verify() {
     let tpm = Swtpm::start();
     let d = Daemon::start_with(&hsm, config(&tpm, false)).await;
     let c = d.client().await;
-    let ks = c.create_keyset(spec("tpm-es", "ES256", &["generic"])).await.expect("create on the TPM");
+    let ks = c
+        .create_keyset(spec("tpm-es", "ES256", &["generic"]))
+        .await
+        .expect("create on the TPM");
     assert_eq!(ks.backend, "tpm");
     let set = jwks(&c).await;
     let mut tasks = tokio::task::JoinSet::new();
@@ -44,7 +51,17 @@ async fn a_thousand_tpm_es256_signatures_verify() {
         tasks.spawn(async move {
             let mut out = Vec::new();
             for i in 0..250 {
-                out.push(c.sign_jwt("tpm-es", "generic", None, &json!({"w": w, "i": i}).to_string()).await.expect("sign").jws);
+                out.push(
+                    c.sign_jwt(
+                        "tpm-es",
+                        "generic",
+                        None,
+                        &json!({"w": w, "i": i}).to_string(),
+                    )
+                    .await
+                    .expect("sign")
+                    .jws,
+                );
             }
             out
         });
@@ -58,7 +75,10 @@ async fn a_thousand_tpm_es256_signatures_verify() {
         }
     }
     assert_eq!(n, 1000);
-    assert!(!d.log_text().contains("tpm-key-auth-secret"), "the key auth value is never logged");
+    assert!(
+        !d.log_text().contains("tpm-key-auth-secret"),
+        "the key auth value is never logged"
+    );
 }
 
 async fn rsa_signatures(rsa_raw: bool) {
@@ -66,20 +86,52 @@ async fn rsa_signatures(rsa_raw: bool) {
     let tpm = Swtpm::start();
     let d = Daemon::start_with(&hsm, config(&tpm, rsa_raw)).await;
     let c = d.client().await;
-    c.create_keyset(spec("tpm-ps", "PS256", &["generic"])).await.expect("PS256 on the TPM");
-    c.create_keyset(spec("tpm-rs", "RS256", &["generic"])).await.expect("RS256 on the TPM");
+    c.create_keyset(spec("tpm-ps", "PS256", &["generic"]))
+        .await
+        .expect("PS256 on the TPM");
+    c.create_keyset(spec("tpm-rs", "RS256", &["generic"]))
+        .await
+        .expect("RS256 on the TPM");
     let set = jwks(&c).await;
-    let ps_jwk = set["keys"].as_array().expect("keys").iter().find(|k| k["alg"] == "PS256").expect("jwk").clone();
+    let ps_jwk = set["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["alg"] == "PS256")
+        .expect("jwk")
+        .clone();
     for i in 0..10 {
-        let t = c.sign_jwt("tpm-ps", "generic", None, &json!({"i": i}).to_string()).await.expect("sign").jws;
+        let t = c
+            .sign_jwt("tpm-ps", "generic", None, &json!({"i": i}).to_string())
+            .await
+            .expect("sign")
+            .jws;
         verify_with_jwks(&t, &set).expect("RustCrypto PSS with salt 32");
-        assert!(openssl_pss_verify(&t, &ps_jwk, 32).expect("openssl"), "salt 32 (raw path: {rsa_raw})");
-        assert!(!openssl_pss_verify(&t, &ps_jwk, 64).expect("openssl"), "not another salt");
-        let t = c.sign_jwt("tpm-rs", "generic", None, &json!({"i": i}).to_string()).await.expect("sign").jws;
+        assert!(
+            openssl_pss_verify(&t, &ps_jwk, 32).expect("openssl"),
+            "salt 32 (raw path: {rsa_raw})"
+        );
+        assert!(
+            !openssl_pss_verify(&t, &ps_jwk, 64).expect("openssl"),
+            "not another salt"
+        );
+        let t = c
+            .sign_jwt("tpm-rs", "generic", None, &json!({"i": i}).to_string())
+            .await
+            .expect("sign")
+            .jws;
         verify_with_jwks(&t, &set).expect("RS256");
     }
-    let expected = if rsa_raw { "path=\"raw-rsa\"" } else { "path=\"tpm-native\"" };
-    assert!(d.log_text().contains(expected), "the {expected} path signed:\n{}", d.log_text());
+    let expected = if rsa_raw {
+        "path=\"raw-rsa\""
+    } else {
+        "path=\"tpm-native\""
+    };
+    assert!(
+        d.log_text().contains(expected),
+        "the {expected} path signed:\n{}",
+        d.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,13 +150,18 @@ async fn fapi_operations_and_rotation_on_tpm_keysets() {
     let tpm = Swtpm::start();
     let d = Daemon::start_with(&hsm, config(&tpm, false)).await;
     let c = d.client().await;
-    c.create_keyset(spec("as-id", "ES256", &["id_token"])).await.expect("create");
-    c.create_keyset(spec("client", "PS256", &["client_assertion"])).await.expect("create");
+    c.create_keyset(spec("as-id", "ES256", &["id_token"]))
+        .await
+        .expect("create");
+    c.create_keyset(spec("client", "PS256", &["client_assertion"]))
+        .await
+        .expect("create");
     let set = jwks(&c).await;
     let t = c
         .sign_id_token(proto::SignIdTokenRequest {
             keyset: "as-id".into(),
-            claims_json: json!({"iss": "https://as", "sub": "u", "aud": "c", "exp": now() + 60}).to_string(),
+            claims_json: json!({"iss": "https://as", "sub": "u", "aud": "c", "exp": now() + 60})
+                .to_string(),
             code: "the-code".into(),
             ..Default::default()
         })
@@ -125,8 +182,17 @@ async fn fapi_operations_and_rotation_on_tpm_keysets() {
     assert_eq!(v.claims["sub"], "c1");
     // Rotation on the TPM, as on PKCS#11.
     let ks = c.rotate("as-id", true).await.expect("rotate --now");
-    let new = ks.versions.iter().find(|v| v.state == "active").expect("active").kid.clone();
-    let s = c.sign_jwt("as-id", "id_token", None, "{}").await.expect("sign");
+    let new = ks
+        .versions
+        .iter()
+        .find(|v| v.state == "active")
+        .expect("active")
+        .kid
+        .clone();
+    let s = c
+        .sign_jwt("as-id", "id_token", None, "{}")
+        .await
+        .expect("sign");
     assert_eq!(s.kid, new);
     verify_with_jwks(&s.jws, &jwks(&c).await).expect("new key verifies");
 }
@@ -138,7 +204,9 @@ async fn daemon_and_tpm_restarts_are_survived() {
     let mut d = Daemon::start_with(&hsm, config(&tpm, false)).await;
     let c = d.client().await;
     for (name, alg) in [("e", "ES256"), ("p", "PS256"), ("r", "RS256")] {
-        c.create_keyset(spec(name, alg, &["generic"])).await.expect("create");
+        c.create_keyset(spec(name, alg, &["generic"]))
+            .await
+            .expect("create");
     }
     let before = jwks(&c).await;
     // The daemon restarts: same kids, still signing.
@@ -146,19 +214,31 @@ async fn daemon_and_tpm_restarts_are_survived() {
     let c = d.client().await;
     assert_eq!(jwks(&c).await, before);
     for name in ["e", "p", "r"] {
-        let s = c.sign_jwt(name, "generic", None, "{}").await.expect("sign after daemon restart");
+        let s = c
+            .sign_jwt(name, "generic", None, "{}")
+            .await
+            .expect("sign after daemon restart");
         verify_with_jwks(&s.jws, &before).expect("verifies");
     }
     // The TPM restarts under the running daemon: the next calls succeed after reload.
     tpm.restart();
     for name in ["e", "p", "r", "e"] {
-        let s = c.sign_jwt(name, "generic", None, "{}").await.expect("sign after TPM restart");
+        let s = c
+            .sign_jwt(name, "generic", None, "{}")
+            .await
+            .expect("sign after TPM restart");
         verify_with_jwks(&s.jws, &before).expect("verifies");
     }
-    assert!(d.log_text().contains("reconnecting"), "the reload is logged");
+    assert!(
+        d.log_text().contains("reconnecting"),
+        "the reload is logged"
+    );
     // An absent TPM is UNAVAILABLE with a clear message, not a hang.
     drop(tpm);
-    let e = c.sign_jwt("e", "generic", None, "{}").await.expect_err("no TPM");
+    let e = c
+        .sign_jwt("e", "generic", None, "{}")
+        .await
+        .expect_err("no TPM");
     assert_eq!(e.status().expect("status").code(), tonic::Code::Unavailable);
     assert!(e.status().expect("status").message().contains("TPM"), "{e}");
 }

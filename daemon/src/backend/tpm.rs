@@ -320,7 +320,11 @@ impl TpmBackend {
             }
         };
         tracing::info!(
-            path = if path == RsaPath::Native { "tpm-native" } else { "raw-rsa" },
+            path = if path == RsaPath::Native {
+                "tpm-native"
+            } else {
+                "raw-rsa"
+            },
             "TPM RSA signing path chosen for a key"
         );
         Ok(path)
