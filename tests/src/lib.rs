@@ -475,3 +475,79 @@ impl Drop for Swtpm {
         }
     }
 }
+
+/// A "network HSM" for real: p11-kit's RPC server exports a SoftHSM2 token
+/// on a Unix socket, and custosd loads p11-kit's client module. Killing the
+/// server is an HSM outage.
+#[derive(Debug)]
+pub struct P11KitServer {
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl P11KitServer {
+    /// Serves `hsm`'s token.
+    pub fn start(hsm: &Hsm) -> Self {
+        use std::os::unix::process::CommandExt;
+        let socket = hsm.dir.path().join("p11kit.sock");
+        let child = Command::new("/usr/libexec/p11-kit/p11-kit-server")
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            // Its own process group: it runs a p11-kit-remote child per connection.
+            .process_group(0)
+            .arg("-f")
+            .arg("-n")
+            .arg(&socket)
+            .args(["--provider", SOFTHSM_MODULE, "pkcs11:token=custos"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("p11-kit-server runs (apt-get install p11-kit p11-kit-modules)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "p11-kit-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child: Some(child),
+            socket,
+        }
+    }
+
+    /// A daemon config that reaches the token through this server.
+    pub fn daemon_config(&self) -> DaemonConfig {
+        DaemonConfig {
+            module: "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so".into(),
+            env: vec![(
+                "P11_KIT_SERVER_ADDRESS".into(),
+                format!("unix:path={}", self.socket.display()),
+            )],
+            ..DaemonConfig::default()
+        }
+    }
+
+    /// Kills the server and every per-connection child: the HSM is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for P11KitServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A keyset request on the default backend.
+pub fn spec(name: &str, alg: &str, purposes: &[&str]) -> custos_client::KeysetSpec {
+    custos_client::KeysetSpec {
+        name: name.into(),
+        alg: alg.into(),
+        purposes: purposes.iter().map(|p| p.to_string()).collect(),
+        ..custos_client::KeysetSpec::default()
+    }
+}

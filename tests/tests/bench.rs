@@ -1,18 +1,8 @@
 //! One-second smoke runs of every bench command, so they keep working. The
 //! figures themselves live in BENCHMARKS.md, not in assertions.
 
-use custos_client::KeysetSpec;
-use custos_e2e::{bin, Daemon, Hsm};
+use custos_e2e::{bin, spec, Daemon, Hsm};
 use serde_json::Value;
-
-fn spec(name: &str, alg: &str, purposes: &[&str]) -> KeysetSpec {
-    KeysetSpec {
-        name: name.into(),
-        alg: alg.into(),
-        purposes: purposes.iter().map(|p| p.to_string()).collect(),
-        ..KeysetSpec::default()
-    }
-}
 
 fn report(out: &std::process::Output) -> Value {
     assert!(

@@ -2,20 +2,11 @@
 //! driven through the client crate and the CLI, every signature checked by an
 //! independent verifier.
 
-use custos_client::{Client, KeysetSpec};
+use custos_client::Client;
 use custos_e2e::verify::{decode, openssl_pss_verify, verify_with_jwks};
-use custos_e2e::{bin, now, run_cli, Daemon, DaemonConfig, Hsm};
+use custos_e2e::{bin, now, run_cli, spec, Daemon, Hsm};
 use serde_json::{json, Value};
 use tonic::Code;
-
-fn spec(name: &str, alg: &str, purposes: &[&str]) -> KeysetSpec {
-    KeysetSpec {
-        name: name.into(),
-        alg: alg.into(),
-        purposes: purposes.iter().map(|p| p.to_string()).collect(),
-        ..KeysetSpec::default()
-    }
-}
 
 async fn jwks(c: &Client, keyset: Option<&str>) -> Value {
     serde_json::from_str(&c.jwks(keyset).await.expect("jwks")).expect("JWKS is JSON")
@@ -312,37 +303,8 @@ async fn an_unreachable_hsm_gives_unavailable() {
     // A network HSM simulated for real: p11-kit's RPC server exports the
     // SoftHSM2 token on a Unix socket and custosd loads p11-kit's client module.
     let hsm = Hsm::new();
-    let server_socket = hsm.dir.path().join("p11kit.sock");
-    use std::os::unix::process::CommandExt;
-    let mut server = std::process::Command::new("/usr/libexec/p11-kit/p11-kit-server")
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .process_group(0)
-        .arg("-f")
-        .arg("-n")
-        .arg(&server_socket)
-        .args([
-            "--provider",
-            custos_e2e::SOFTHSM_MODULE,
-            "pkcs11:token=custos",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("p11-kit-server runs (apt-get install p11-kit p11-kit-modules)");
-    for _ in 0..100 {
-        if server_socket.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let cfg = DaemonConfig {
-        module: "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so".into(),
-        env: vec![(
-            "P11_KIT_SERVER_ADDRESS".into(),
-            format!("unix:path={}", server_socket.display()),
-        )],
-        ..DaemonConfig::default()
-    };
+    let mut server = custos_e2e::P11KitServer::start(&hsm);
+    let cfg = server.daemon_config();
     let d = Daemon::start_with(&hsm, cfg).await;
     let c = d.client().await;
     c.create_keyset(spec("remote", "ES256", &["generic"]))
@@ -355,13 +317,7 @@ async fn an_unreachable_hsm_gives_unavailable() {
         .expect("sign through p11-kit");
     verify_with_jwks(&r.jws, &set).expect("verifies");
 
-    // p11-kit-server runs a p11-kit-remote child per connection: end the
-    // whole process group, as a network partition or HSM crash would.
-    std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", server.id())])
-        .status()
-        .expect("kill");
-    server.wait().expect("reaped");
+    server.kill();
     let (k, m) = code(c.sign_jwt("remote", "generic", None, "{}").await);
     assert_eq!(k, Code::Unavailable, "{m}");
     assert!(m.contains("unavailable"), "{m}");

@@ -2,21 +2,12 @@
 //! verified by an independent implementation and its claims checked, hashes
 //! recomputed here, JWEs opened with RustCrypto.
 
-use custos_client::{proto, Client, KeysetSpec};
+use custos_client::{proto, Client};
 use custos_e2e::jwe::{encrypt_rsa_oaep_256, Recipient};
 use custos_e2e::verify::{oidc_hash, verify_with_jwks, Verified};
-use custos_e2e::{client_cert, now, Daemon, Hsm};
+use custos_e2e::{client_cert, now, spec, Daemon, Hsm};
 use serde_json::{json, Value};
 use tonic::Code;
-
-fn spec(name: &str, alg: &str, purposes: &[&str]) -> KeysetSpec {
-    KeysetSpec {
-        name: name.into(),
-        alg: alg.into(),
-        purposes: purposes.iter().map(|p| p.to_string()).collect(),
-        ..KeysetSpec::default()
-    }
-}
 
 async fn jwks(c: &Client) -> Value {
     serde_json::from_str(&c.jwks(None).await.expect("jwks")).expect("json")

@@ -5,7 +5,7 @@
 
 use custos_client::{proto, Client, KeysetSpec};
 use custos_e2e::sign::{alg_none, hs256_with, rand_jti, EcKey};
-use custos_e2e::{client_cert, now, Daemon, DaemonConfig, Hsm};
+use custos_e2e::{client_cert, now, Daemon, Hsm};
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -409,38 +409,9 @@ async fn forged_tampered_expired_and_unknown_tokens_fail() {
 async fn verification_needs_no_hsm_call() {
     // The token is served through p11-kit-server; killing it takes the HSM
     // away. Signing then fails UNAVAILABLE while verification still works.
-    use std::os::unix::process::CommandExt;
     let hsm = Hsm::new();
-    let sock = hsm.dir.path().join("p11kit.sock");
-    let mut server = std::process::Command::new("/usr/libexec/p11-kit/p11-kit-server")
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .process_group(0)
-        .arg("-f")
-        .arg("-n")
-        .arg(&sock)
-        .args([
-            "--provider",
-            custos_e2e::SOFTHSM_MODULE,
-            "pkcs11:token=custos",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("p11-kit-server");
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let cfg = DaemonConfig {
-        module: "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so".into(),
-        env: vec![(
-            "P11_KIT_SERVER_ADDRESS".into(),
-            format!("unix:path={}", sock.display()),
-        )],
-        ..DaemonConfig::default()
-    };
+    let mut server = custos_e2e::P11KitServer::start(&hsm);
+    let cfg = server.daemon_config();
     let d = Daemon::start_with(&hsm, cfg).await;
     let c = d.client().await;
     c.create_keyset(spec("at", "ES256", &["access_token"]))
@@ -454,11 +425,7 @@ async fn verification_needs_no_hsm_call() {
         at_claims(json!({})),
     )
     .await;
-    std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", server.id())])
-        .status()
-        .expect("kill");
-    server.wait().expect("reaped");
+    server.kill();
     let e = c
         .sign_jwt("at", "access_token", None, "{}")
         .await
