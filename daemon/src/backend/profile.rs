@@ -310,6 +310,21 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_profile_loads() {
+        for (name, _) in BUILT_IN {
+            if name.starts_with("tpm-") {
+                let p = TpmProfile::load(name, None).unwrap();
+                assert!(p.offers(Algorithm::ES256), "{name}");
+            } else {
+                let p = HsmProfile::load(name, None).unwrap();
+                assert_eq!(&p.name, name);
+                assert!(p.algorithm(Algorithm::ES256).is_some(), "{name}");
+                assert!(p.algorithm(Algorithm::PS256).is_some(), "{name}");
+            }
+        }
+    }
+
+    #[test]
     fn mismatched_mechanism_is_refused() {
         let text = "name = \"x\"\n[algorithms.ES256]\nmechanism = \"CKM_EDDSA\"\n";
         assert!(HsmProfile::parse(text)
