@@ -28,6 +28,25 @@ fn invalid(m: String) -> Status {
 }
 
 impl KeyAdminService {
+    /// A state change of one version (activate, retire, disable): checked,
+    /// run and audited like every admin change.
+    async fn version_change(
+        &self,
+        request: Request<pb::VersionRequest>,
+        operation: &'static str,
+        change: fn(&Keyring, &str, &str, &str) -> Result<Keyset, Error>,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let caller = self
+            .gate
+            .check(&request, "admin", Some(&request.get_ref().name))?;
+        let req = request.into_inner();
+        let (name, kid) = (req.name.clone(), req.kid.clone());
+        self.admin(caller, operation, &name, Some(&kid), move |k, by| {
+            change(k, &req.name, &req.kid, by)
+        })
+        .await
+    }
+
     /// Runs an admin change on the keyring off the runtime, as `caller`,
     /// and audits it (success or failure).
     async fn admin(
@@ -169,53 +188,24 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "admin", Some(&request.get_ref().name))?;
-        let req = request.into_inner();
-        let (name, kid) = (req.name.clone(), req.kid.clone());
-        self.admin(
-            caller,
-            "activate_version",
-            &name,
-            Some(&kid),
-            move |k, by| k.activate(&req.name, &req.kid, by),
-        )
-        .await
+        self.version_change(request, "activate_version", Keyring::activate)
+            .await
     }
 
     async fn retire_version(
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "admin", Some(&request.get_ref().name))?;
-        let req = request.into_inner();
-        let (name, kid) = (req.name.clone(), req.kid.clone());
-        self.admin(caller, "retire_version", &name, Some(&kid), move |k, by| {
-            k.retire(&req.name, &req.kid, by)
-        })
-        .await
+        self.version_change(request, "retire_version", Keyring::retire)
+            .await
     }
 
     async fn disable_version(
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "admin", Some(&request.get_ref().name))?;
-        let req = request.into_inner();
-        let (name, kid) = (req.name.clone(), req.kid.clone());
-        self.admin(
-            caller,
-            "disable_version",
-            &name,
-            Some(&kid),
-            move |k, by| k.disable(&req.name, &req.kid, by),
-        )
-        .await
+        self.version_change(request, "disable_version", Keyring::disable)
+            .await
     }
 
     async fn destroy_version(
