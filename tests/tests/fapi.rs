@@ -756,3 +756,86 @@ async fn cli_token_subcommands() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PS256, ES256"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rich_authorization_requests_are_checked_and_metadata_matches_the_keysets() {
+    let (_hsm, d, c) = setup().await;
+    c.create_keyset(spec("client-ro", "ES256", &["request_object"]))
+        .await
+        .expect("create");
+    c.create_keyset(spec("as-at", "PS256", &["access_token"]))
+        .await
+        .expect("create");
+    c.create_keyset(spec("as-id", "EdDSA", &["id_token", "jarm"]))
+        .await
+        .expect("create");
+    let set = jwks(&c).await;
+    let details = json!([{"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "123.50"}}]);
+    let ro = json!({"iss": "c1", "client_id": "c1", "aud": "https://as", "response_type": "code",
+                    "redirect_uri": "https://c/cb", "scope": "openid", "authorization_details": details});
+    let t = c
+        .sign_request_object(proto::SignRequestObjectRequest {
+            keyset: "client-ro".into(),
+            claims_json: ro.to_string(),
+            lifetime_seconds: 0,
+        })
+        .await
+        .expect("RAR request object");
+    assert_eq!(
+        verify(&t.token, &set).claims["authorization_details"],
+        details
+    );
+    let mut bad = ro.clone();
+    bad["authorization_details"] = json!([{"type": "payment_initiation"}, {"actions": ["read"]}]);
+    assert_invalid(
+        c.sign_request_object(proto::SignRequestObjectRequest {
+            keyset: "client-ro".into(),
+            claims_json: bad.to_string(),
+            lifetime_seconds: 0,
+        })
+        .await,
+        "authorization_details[1]",
+    );
+    let at = json!({"iss": "https://as", "sub": "u", "aud": "rs", "exp": now() + 60, "client_id": "c1", "authorization_details": {"type": "x"}});
+    assert_invalid(
+        c.sign_access_token(proto::SignAccessTokenRequest {
+            keyset: "as-at".into(),
+            claims_json: at.to_string(),
+            binding: None,
+        })
+        .await,
+        "authorization_details",
+    );
+    // Discovery metadata reflects what the keysets will do.
+    let out = d.cli(&["metadata"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(m["id_token_signing_alg_values_supported"], json!(["EdDSA"]));
+    assert_eq!(
+        m["authorization_signing_alg_values_supported"],
+        json!(["EdDSA"])
+    );
+    assert_eq!(
+        m["id_token_encryption_alg_values_supported"],
+        json!(["RSA-OAEP-256", "ECDH-ES"])
+    );
+    assert_eq!(
+        m["jwks_uri_content"]["keys"]
+            .as_array()
+            .expect("keys")
+            .len(),
+        3
+    );
+    let out = d.cli(&["metadata", "--keyset", "as-at"], None);
+    let m: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(m.get("id_token_signing_alg_values_supported").is_none());
+    assert_eq!(m["jwks_uri_content"]["keys"][0]["alg"], "PS256");
+    assert_eq!(
+        d.cli(&["metadata", "--keyset", "nope"], None).status.code(),
+        Some(1)
+    );
+}

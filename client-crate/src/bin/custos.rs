@@ -56,6 +56,13 @@ enum Command {
     /// Verify tokens: exit 0 and the claims when valid, exit 1 and the reason when not.
     #[command(subcommand)]
     Verify(VerifyCmd),
+    /// Print the discovery metadata an authorization server should advertise for
+    /// these keysets (all when none given): *_alg_values_supported and the jwks_uri content.
+    Metadata {
+        /// Keysets to describe.
+        #[arg(long, value_delimiter = ',')]
+        keyset: Vec<String>,
+    },
     /// Measure the daemon under closed-loop load through its real socket.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -701,6 +708,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| usage(format!("daemon sent invalid claims JSON: {e}")))?;
             print_json(&claims);
         }
+        Command::Metadata { keyset } => {
+            let all = client.list_keysets().await?;
+            let chosen: Vec<&proto::Keyset> = all
+                .iter()
+                .filter(|k| keyset.is_empty() || keyset.contains(&k.name))
+                .collect();
+            if let Some(missing) = keyset.iter().find(|n| !all.iter().any(|k| &k.name == *n)) {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("NotFound: no keyset named {missing:?}"),
+                });
+            }
+            print_json(&metadata(&client, &chosen).await?);
+        }
         Command::Bench(cmd) => {
             use custos_client::bench::{self, Load};
             let (load, opts) = match cmd {
@@ -770,6 +791,88 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Discovery metadata (OpenID Connect Discovery, RFC 8414, JARM, RFC 9101,
+/// RFC 9701) for what these keysets will actually do.
+async fn metadata(
+    client: &Client,
+    keysets: &[&proto::Keyset],
+) -> Result<serde_json::Value, Failure> {
+    let mut out = serde_json::Map::new();
+    let mut add = |field: &str, value: &str| {
+        if let Some(list) = out
+            .entry(field.to_string())
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
+            if !list.iter().any(|v| v == value) {
+                list.push(json!(value));
+            }
+        }
+    };
+    for ks in keysets {
+        for p in &ks.purposes {
+            let field = match p.as_str() {
+                "id_token" => "id_token_signing_alg_values_supported",
+                "jarm" => "authorization_signing_alg_values_supported",
+                "userinfo" => "userinfo_signing_alg_values_supported",
+                "request_object_decryption" => "request_object_encryption_alg_values_supported",
+                _ => continue,
+            };
+            add(field, &ks.alg);
+        }
+        if ks.purposes.iter().any(|p| p == "request_object_decryption") {
+            for enc in ["A256GCM", "A128CBC-HS256"] {
+                add("request_object_encryption_enc_values_supported", enc);
+            }
+        }
+        if ks.purposes.iter().any(|p| p == "id_token" || p == "jarm") {
+            // Custos encrypts to clients' keys (nested JWT) with these.
+            for (alg_field, enc_field, purpose) in [
+                (
+                    "id_token_encryption_alg_values_supported",
+                    "id_token_encryption_enc_values_supported",
+                    "id_token",
+                ),
+                (
+                    "authorization_encryption_alg_values_supported",
+                    "authorization_encryption_enc_values_supported",
+                    "jarm",
+                ),
+            ] {
+                if ks.purposes.iter().any(|p| p == purpose) {
+                    for a in ["RSA-OAEP-256", "ECDH-ES"] {
+                        add(alg_field, a);
+                    }
+                    for e in ["A256GCM", "A128CBC-HS256"] {
+                        add(enc_field, e);
+                    }
+                }
+            }
+        }
+    }
+    // What the AS accepts from clients (request objects, private_key_jwt):
+    // the FAPI 2.0 algorithms Custos verifies.
+    for field in [
+        "request_object_signing_alg_values_supported",
+        "token_endpoint_auth_signing_alg_values_supported",
+    ] {
+        for a in ["PS256", "ES256", "EdDSA"] {
+            add(field, a);
+        }
+    }
+    let mut jwks_keys = Vec::new();
+    for ks in keysets {
+        let text = client.jwks(Some(&ks.name)).await?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| usage(format!("daemon sent invalid JWKS JSON: {e}")))?;
+        if let Some(keys) = v["keys"].as_array() {
+            jwks_keys.extend(keys.iter().cloned());
+        }
+    }
+    out.insert("jwks_uri_content".into(), json!({ "keys": jwks_keys }));
+    Ok(serde_json::Value::Object(out))
 }
 
 fn now_secs() -> u64 {

@@ -35,6 +35,7 @@ pub fn build(
     claims::string(&c, "sub")?;
     claims::string(&c, "client_id")?;
     claims::audience(&c)?;
+    super::rar::check(&c)?;
     claims::check_lifetime(&mut c, ctx)?;
     c.entry("jti").or_insert(Value::String(jti));
     match binding {

@@ -10,4 +10,5 @@ pub mod hash;
 pub mod id_token;
 pub mod jarm;
 pub mod profile;
+pub mod rar;
 pub mod request_object;

@@ -27,6 +27,7 @@ pub fn build(
         claims::string(&c, name)?;
     }
     claims::audience(&c)?;
+    super::rar::check(&c)?;
     if c.get("iss") != c.get("client_id") {
         return Err(invalid("claim \"iss\" must equal \"client_id\""));
     }
