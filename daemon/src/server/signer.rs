@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::fapi::{self, access_token, claims::Context, claims::Token};
 use crate::jose::{jwe, jws};
 use crate::keyring::keyset::Purpose;
-use crate::keyring::{ActiveKey, Keyring};
+use crate::keyring::{now, ActiveKey, Keyring};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use custos_proto::v1 as pb;
@@ -30,13 +30,6 @@ pub(crate) struct SignerService {
 
 fn invalid(m: impl Into<String>) -> Status {
     to_status(Error::InvalidArgument(m.into()))
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A fresh `jti`: 128 random bits, base64url.

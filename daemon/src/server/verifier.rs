@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::fapi::request_object;
 use crate::jose::verify::{self, invalid, Invalid, Parsed, Reason};
 use crate::keyring::keyset::VersionState;
-use crate::keyring::Keyring;
+use crate::keyring::{now, Keyring};
 use custos_proto::v1 as pb;
 use custos_proto::v1::verifier_server::Verifier;
 use serde_json::{Map, Value};
@@ -28,13 +28,6 @@ pub(crate) struct VerifierService {
     pub(crate) rules: VerifyConfig,
     pub(crate) keys: Arc<verify::KeyCache>,
     pub(crate) replay: Arc<ReplayCache>,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn verdict(result: Result<(Parsed, String), Invalid>) -> pb::Verdict {

@@ -124,6 +124,28 @@ impl Pkcs11Backend {
         map.insert(key.id.clone(), handle);
     }
 
+    /// Runs `op` with a pooled session and the key's private handle: the
+    /// cached one, or one found now. A cached handle can go stale (token
+    /// restored, object re-created), so a "handle invalid" answer looks the
+    /// key up once more before giving up.
+    fn with_key<T>(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        op: impl Fn(&mut pool::PooledSession<'_>, ObjectHandle) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let mut s = self.pool.get()?;
+        if let Some(handle) = self.cached_handle(key) {
+            match op(&mut s, handle) {
+                Err(BackendError::KeyNotFound(_)) => self.forget(key),
+                other => return other,
+            }
+        }
+        let (handle, _) = keys::find(&mut s, key, alg)?;
+        self.remember(key, handle);
+        op(&mut s, handle)
+    }
+
     fn forget(&self, key: &KeyRef) {
         let mut map = match self.handles.write() {
             Ok(m) => m,
@@ -167,19 +189,10 @@ impl KeyBackend for Pkcs11Backend {
     }
 
     fn sign(&self, key: &KeyRef, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, BackendError> {
-        let settings = self.settings(alg)?;
-        let mut s = self.pool.get()?;
-        if let Some(handle) = self.cached_handle(key) {
-            match sign::sign(&mut s, handle, settings.mechanism, message) {
-                // A cached handle can go stale (token restored, object re-created):
-                // look the key up once more before giving up.
-                Err(BackendError::KeyNotFound(_)) => self.forget(key),
-                other => return other,
-            }
-        }
-        let (handle, _) = keys::find(&mut s, key, alg)?;
-        self.remember(key, handle);
-        sign::sign(&mut s, handle, settings.mechanism, message)
+        let mechanism = self.settings(alg)?.mechanism;
+        self.with_key(key, alg, |s, handle| {
+            sign::sign(s, handle, mechanism, message)
+        })
     }
 
     fn decrypt(
@@ -188,17 +201,10 @@ impl KeyBackend for Pkcs11Backend {
         alg: Algorithm,
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, BackendError> {
-        let settings = self.settings(alg)?;
-        let mut s = self.pool.get()?;
-        let handle = match self.cached_handle(key) {
-            Some(h) => h,
-            None => {
-                let (h, _) = keys::find(&mut s, key, alg)?;
-                self.remember(key, h);
-                h
-            }
-        };
-        sign::decrypt(&mut s, handle, settings.mechanism, ciphertext)
+        let mechanism = self.settings(alg)?.mechanism;
+        self.with_key(key, alg, |s, handle| {
+            sign::decrypt(s, handle, mechanism, ciphertext)
+        })
     }
 
     fn protection(&self, key: &KeyRef) -> Result<KeyProtection, BackendError> {
