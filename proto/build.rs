@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
+        "custos/v1/http.proto",
         "custos/v1/keys.proto",
         "custos/v1/signing.proto",
         "custos/v1/verify.proto",

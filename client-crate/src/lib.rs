@@ -26,6 +26,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub use custos_proto::v1 as proto;
 
 pub mod bench;
+pub mod http;
 
 /// A client failure: either the daemon could not be reached, or it answered
 /// with a gRPC error status.
@@ -364,6 +365,56 @@ impl Client {
             .verifier
             .clone()
             .verify_request_object(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Verifies an RFC 9421 HTTP message signature (and the body's Content-Digest).
+    /// An invalid signature is `Ok` with `valid == false` and a reason.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a malformed message, component list or JWKS.
+    pub async fn verify_http_message(
+        &self,
+        req: proto::VerifyHttpMessageRequest,
+    ) -> Result<proto::Verdict, Error> {
+        Ok(self
+            .verifier
+            .clone()
+            .verify_http_message(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Signs an RFC 9701 token introspection response (typ token-introspection+jwt).
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` naming the member at fault, or the keyset's refusals.
+    pub async fn sign_introspection_response(
+        &self,
+        req: proto::SignIntrospectionResponseRequest,
+    ) -> Result<proto::SignedToken, Error> {
+        Ok(self
+            .signer
+            .clone()
+            .sign_introspection_response(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Signs an HTTP request or response (RFC 9421) with a keyset's active key,
+    /// returning the Signature-Input, Signature and Content-Digest values to add.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a malformed message or component, or the keyset's refusals.
+    pub async fn sign_http_message(
+        &self,
+        req: proto::SignHttpMessageRequest,
+    ) -> Result<proto::SignHttpMessageResponse, Error> {
+        Ok(self
+            .signer
+            .clone()
+            .sign_http_message(req)
             .await?
             .into_inner())
     }

@@ -34,6 +34,7 @@ pub mod binding;
 pub mod config;
 pub mod error;
 pub mod fapi;
+pub mod httpsig;
 pub mod jose;
 pub mod keyring;
 pub mod runtime;

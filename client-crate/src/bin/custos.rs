@@ -193,6 +193,55 @@ enum SignCmd {
     ClientAssertion(SignClientAssertion),
     /// Sign an RFC 9068 access token (typ at+jwt), optionally bound.
     AccessToken(SignAccessToken),
+    /// Sign an RFC 9701 token introspection response (typ token-introspection+jwt).
+    Introspection(SignIntrospection),
+    /// Sign a raw HTTP/1.1 request or response (RFC 9421); prints it with
+    /// Content-Digest, Signature-Input and Signature added.
+    Http(SignHttp),
+}
+
+#[derive(Debug, Args)]
+struct SignIntrospection {
+    /// Keyset name (purpose introspection).
+    #[arg(long)]
+    keyset: String,
+    /// The client (resource server) that asked: the JWT's aud.
+    #[arg(long)]
+    audience: String,
+    /// The RFC 7662 response JSON file; standard input when absent.
+    #[arg(long)]
+    response: Option<PathBuf>,
+    /// Issuer, when the keyset has none configured.
+    #[arg(long)]
+    issuer: Option<String>,
+    #[command(flatten)]
+    encrypt: Encrypt,
+}
+
+#[derive(Debug, Args)]
+struct SignHttp {
+    /// Keyset name (purpose http_message).
+    #[arg(long)]
+    keyset: String,
+    /// The raw HTTP/1.1 message file; standard input when absent.
+    #[arg(long)]
+    message: Option<PathBuf>,
+    /// For a response: the (signed) request it answers, raw HTTP/1.1.
+    #[arg(long)]
+    request: Option<PathBuf>,
+    /// Covered components, comma-separated (e.g. @method,@target-uri,authorization);
+    /// FAPI 2.0's set when absent.
+    #[arg(long, value_delimiter = ',')]
+    components: Vec<String>,
+    /// The tag (default fapi-2-request or fapi-2-response).
+    #[arg(long)]
+    tag: Option<String>,
+    /// The signature label (default sig1).
+    #[arg(long)]
+    label: Option<String>,
+    /// Scheme for the target URI of a request given in origin form.
+    #[arg(long, default_value = "https")]
+    scheme: String,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +341,36 @@ enum VerifyCmd {
         /// Our issuer (expected in aud).
         #[arg(long)]
         issuer: String,
+        /// authorization (RFC 9101, default) or ciba (signed authentication request).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// An HTTP message signature (RFC 9421) on a raw HTTP/1.1 message.
+    Http {
+        /// The raw HTTP/1.1 message file.
+        #[arg(long)]
+        message: PathBuf,
+        /// Verify with this keyset's keys.
+        #[arg(long, conflicts_with = "jwks", required_unless_present = "jwks")]
+        keyset: Option<String>,
+        /// Verify with the keys in this JWKS file.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// For a response: the request it answers.
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// Oldest acceptable created, in seconds (default 300).
+        #[arg(long)]
+        max_age: Option<i64>,
+        /// Components that must be covered, comma-separated; FAPI 2.0's set when absent.
+        #[arg(long, value_delimiter = ',')]
+        require: Vec<String>,
+        /// Required tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Scheme for the target URI of a request given in origin form.
+        #[arg(long, default_value = "https")]
+        scheme: String,
     },
     /// A client's private_key_jwt assertion (AS side); a reused jti is refused.
     ClientAssertion {
@@ -334,6 +413,12 @@ struct SignIdToken {
     /// The request's state (adds s_hash).
     #[arg(long, allow_hyphen_values = true)]
     state: Option<String>,
+    /// CIBA push mode: the auth_req_id (adds urn:openid:params:jwt:claim:auth_req_id).
+    #[arg(long, allow_hyphen_values = true)]
+    auth_req_id: Option<String>,
+    /// CIBA push mode: the refresh token (adds urn:openid:params:jwt:claim:rt_hash).
+    #[arg(long, allow_hyphen_values = true)]
+    refresh_token: Option<String>,
     /// Claims JSON file (iss, sub, aud, exp); standard input when absent.
     #[arg(long)]
     claims: Option<PathBuf>,
@@ -373,6 +458,9 @@ struct SignRequestObject {
     /// Lifetime in seconds when the claims have no exp (default 300, at most 3600).
     #[arg(long)]
     lifetime: Option<i64>,
+    /// authorization (RFC 9101, default) or ciba (CIBA signed authentication request).
+    #[arg(long)]
+    kind: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -644,6 +732,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 access_token: a.access_token.unwrap_or_default(),
                 state: a.state.unwrap_or_default(),
                 encrypt_to: encryption(&a.encrypt)?,
+                auth_req_id: a.auth_req_id.unwrap_or_default(),
+                refresh_token: a.refresh_token.unwrap_or_default(),
             };
             println!("{}", client.sign_id_token(req).await?.token);
         }
@@ -663,8 +753,51 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 keyset: a.keyset,
                 claims_json: read_input(a.claims.as_ref())?,
                 lifetime_seconds: a.lifetime.unwrap_or_default(),
+                kind: a.kind.unwrap_or_default(),
             };
             println!("{}", client.sign_request_object(req).await?.token);
+        }
+        Command::Sign(SignCmd::Introspection(a)) => {
+            let req = proto::SignIntrospectionResponseRequest {
+                keyset: a.keyset,
+                audience: a.audience,
+                response_json: read_input(a.response.as_ref())?,
+                issuer: a.issuer.unwrap_or_default(),
+                encrypt_to: encryption(&a.encrypt)?,
+            };
+            println!("{}", client.sign_introspection_response(req).await?.token);
+        }
+        Command::Sign(SignCmd::Http(a)) => {
+            let raw = http_message(a.message.as_ref())?;
+            let request = match &a.request {
+                Some(p) => Some(
+                    http_message(Some(p))?
+                        .to_proto(&a.scheme)
+                        .map_err(|e| usage(format!("{}: {e}", p.display())))?,
+                ),
+                None => None,
+            };
+            let signed = client
+                .sign_http_message(proto::SignHttpMessageRequest {
+                    keyset: a.keyset,
+                    message: Some(raw.to_proto(&a.scheme).map_err(usage)?),
+                    request,
+                    components: a.components,
+                    tag: a.tag.unwrap_or_default(),
+                    label: a.label.unwrap_or_default(),
+                    digest_algorithm: String::new(),
+                })
+                .await?;
+            let mut extra = Vec::new();
+            if !signed.content_digest.is_empty() {
+                extra.push(("Content-Digest", signed.content_digest.as_str()));
+            }
+            extra.push(("Signature-Input", signed.signature_input.as_str()));
+            extra.push(("Signature", signed.signature.as_str()));
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&raw.render(&extra))
+                .map_err(|e| usage(format!("cannot write the message: {e}")))?;
         }
         Command::Sign(SignCmd::ClientAssertion(a)) => {
             let req = proto::SignClientAssertionRequest {
@@ -946,6 +1079,7 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
             jwks,
             client_id,
             issuer,
+            kind,
         } => {
             client
                 .verify_request_object(proto::VerifyRequestObjectRequest {
@@ -953,6 +1087,40 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
                     jwks_json: read_file(&jwks)?,
                     client_id,
                     issuer,
+                    kind: kind.unwrap_or_default(),
+                })
+                .await?
+        }
+        VerifyCmd::Http {
+            message,
+            keyset,
+            jwks,
+            request,
+            max_age,
+            require,
+            tag,
+            scheme,
+        } => {
+            use proto::verify_http_message_request::Keys;
+            let keys = match (keyset, jwks) {
+                (Some(k), _) => Keys::Keyset(k),
+                (None, Some(path)) => Keys::JwksJson(read_file(&path)?),
+                (None, None) => return Err(usage("give --keyset or --jwks".into())),
+            };
+            let to_proto = |p: &PathBuf| -> Result<proto::HttpMessage, Failure> {
+                http_message(Some(p))?
+                    .to_proto(&scheme)
+                    .map_err(|e| usage(format!("{}: {e}", p.display())))
+            };
+            client
+                .verify_http_message(proto::VerifyHttpMessageRequest {
+                    message: Some(to_proto(&message)?),
+                    request: request.as_ref().map(to_proto).transpose()?,
+                    keys: Some(keys),
+                    max_age_seconds: max_age.unwrap_or_default(),
+                    required_components: require,
+                    tag: tag.unwrap_or_default(),
+                    label: String::new(),
                 })
                 .await?
         }
@@ -984,6 +1152,23 @@ fn encryption(e: &Encrypt) -> Result<Option<proto::Encryption>, Failure> {
         recipient_jwk: jwk,
         enc: e.enc.clone().unwrap_or_default(),
     }))
+}
+
+/// Reads and parses a raw HTTP/1.1 message (standard input when no path).
+fn http_message(path: Option<&PathBuf>) -> Result<custos_client::http::RawMessage, Failure> {
+    let bytes = match path {
+        Some(p) => {
+            std::fs::read(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))?
+        }
+        None => {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .map_err(|e| usage(format!("cannot read standard input: {e}")))?;
+            b
+        }
+    };
+    custos_client::http::RawMessage::parse(&bytes).map_err(usage)
 }
 
 fn read_input(path: Option<&PathBuf>) -> Result<String, Failure> {

@@ -180,6 +180,22 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// (ECDSA as fixed-width `r || s`, PSS with a salt as long as the hash).
     fn sign(&self, key: &KeyRef, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, BackendError>;
 
+    /// Signs `message` with an RSA key as RSASSA-PSS with SHA-512, MGF1-SHA-512
+    /// and a 64-byte salt: the `rsa-pss-sha512` of HTTP message signatures
+    /// (RFC 9421 3.3.1). `alg` is the keyset's (RSA) algorithm.
+    fn sign_rsa_pss_sha512(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let _ = (key, alg, message);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend does not sign rsa-pss-sha512; use an ES256 or EdDSA keyset",
+            self.kind()
+        )))
+    }
+
     /// Decrypts a JWE encrypted key (RSA-OAEP-256) inside the device and
     /// returns the content key, which exists only in memory.
     fn decrypt(

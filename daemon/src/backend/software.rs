@@ -170,6 +170,27 @@ impl KeyBackend for SoftwareBackend {
         }
     }
 
+    fn sign_rsa_pss_sha512(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        if !alg.is_rsa() {
+            return Err(BackendError::Unsupported(
+                "rsa-pss-sha512 needs an RSA key".into(),
+            ));
+        }
+        let k = self.get(key)?;
+        let err = ossl("signing");
+        let mut s = Signer::new(MessageDigest::sha512(), &k).map_err(&err)?;
+        s.set_rsa_padding(Padding::PKCS1_PSS).map_err(&err)?;
+        s.set_rsa_pss_saltlen(RsaPssSaltlen::custom(64))
+            .map_err(&err)?;
+        s.set_rsa_mgf1_md(MessageDigest::sha512()).map_err(&err)?;
+        s.sign_oneshot_to_vec(message).map_err(&err)
+    }
+
     fn decrypt(
         &self,
         key: &KeyRef,

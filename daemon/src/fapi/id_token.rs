@@ -17,7 +17,16 @@ pub struct IdTokenInput {
     pub access_token: Option<String>,
     /// The `state` of the request (gives `s_hash`).
     pub state: Option<String>,
+    /// CIBA push mode: the `auth_req_id` the token answers.
+    pub auth_req_id: Option<String>,
+    /// CIBA push mode: the refresh token issued with it (gives `rt_hash`).
+    pub refresh_token: Option<String>,
 }
+
+/// CIBA Core 10.3.1: the push-mode claim carrying the `auth_req_id`.
+pub const AUTH_REQ_ID: &str = "urn:openid:params:jwt:claim:auth_req_id";
+/// CIBA Core 10.3.1: the push-mode hash of the refresh token.
+pub const RT_HASH: &str = "urn:openid:params:jwt:claim:rt_hash";
 
 /// Checks the claims and adds `iat` and the token hashes.
 ///
@@ -25,7 +34,7 @@ pub struct IdTokenInput {
 /// `InvalidArgument` naming the claim at fault.
 pub fn build(input: IdTokenInput, alg: Algorithm, ctx: &Context) -> Result<Token> {
     let mut c = input.claims;
-    claims::refuse_computed(&c, &["c_hash", "at_hash", "s_hash"])?;
+    claims::refuse_computed(&c, &["c_hash", "at_hash", "s_hash", AUTH_REQ_ID, RT_HASH])?;
     claims::issuer(&mut c, ctx)?;
     claims::string(&c, "sub")?;
     claims::audience(&c)?;
@@ -38,6 +47,12 @@ pub fn build(input: IdTokenInput, alg: Algorithm, ctx: &Context) -> Result<Token
         if let Some(v) = value.filter(|v| !v.is_empty()) {
             c.insert(name.into(), Value::String(token_hash(alg, &v)));
         }
+    }
+    if let Some(id) = input.auth_req_id.filter(|v| !v.is_empty()) {
+        c.insert(AUTH_REQ_ID.into(), Value::String(id));
+    }
+    if let Some(rt) = input.refresh_token.filter(|v| !v.is_empty()) {
+        c.insert(RT_HASH.into(), Value::String(token_hash(alg, &rt)));
     }
     Ok(Token {
         typ: None,
@@ -74,6 +89,8 @@ mod tests {
                 code: Some("Qcb0Orv1zh30vL1MPRsbm-diHiMwcLyZvn1arpZv-Jxf_11jnpEX3Tgfvk".into()),
                 access_token: Some("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y".into()),
                 state: Some("xyz".into()),
+                auth_req_id: Some("1c266114-a1be-4252-8ad1-04986c5b9ac1".into()),
+                refresh_token: Some("rt-1".into()),
             },
             Algorithm::PS256,
             &ctx(),
@@ -83,6 +100,11 @@ mod tests {
         assert_eq!(t.claims["c_hash"], "LDktKdoQak3Pk0cnXxCltA");
         assert_eq!(t.claims["at_hash"], "77QmUPtjPfzWtF2AnpK9RQ");
         assert_eq!(t.claims["s_hash"], token_hash(Algorithm::PS256, "xyz"));
+        assert_eq!(
+            t.claims[AUTH_REQ_ID],
+            "1c266114-a1be-4252-8ad1-04986c5b9ac1"
+        );
+        assert_eq!(t.claims[RT_HASH], token_hash(Algorithm::PS256, "rt-1"));
         assert_eq!(t.typ, None);
     }
 
@@ -116,6 +138,10 @@ mod tests {
             (
                 json!({"iss": "i", "sub": "u", "aud": "c", "exp": 1_000_600, "c_hash": "x"}),
                 "c_hash",
+            ),
+            (
+                json!({"iss": "i", "sub": "u", "aud": "c", "exp": 1_000_600, RT_HASH: "x"}),
+                "rt_hash",
             ),
         ];
         for (v, needle) in cases {

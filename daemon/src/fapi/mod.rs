@@ -4,10 +4,12 @@
 //! refusal naming the claim at fault; the server signs what it returns.
 
 pub mod access_token;
+pub mod ciba;
 pub mod claims;
 pub mod client_assertion;
 pub mod hash;
 pub mod id_token;
+pub mod introspection;
 pub mod jarm;
 pub mod profile;
 pub mod rar;

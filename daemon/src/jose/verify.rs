@@ -60,6 +60,12 @@ pub enum Reason {
     DpopInvalid,
     /// The DPoP proof's `jti` was used before.
     DpopReplay,
+    /// An HTTP message signature does not cover a component the verifier requires.
+    MissingComponent,
+    /// The body does not match its `Content-Digest`.
+    DigestMismatch,
+    /// An HTTP message signature's `tag` is not the one expected.
+    WrongTag,
 }
 
 impl Reason {
@@ -85,6 +91,9 @@ impl Reason {
             Self::CnfMismatch => "cnf_mismatch",
             Self::DpopInvalid => "dpop_invalid",
             Self::DpopReplay => "dpop_replay",
+            Self::MissingComponent => "missing_component",
+            Self::DigestMismatch => "digest_mismatch",
+            Self::WrongTag => "wrong_tag",
         }
     }
 }

@@ -27,11 +27,15 @@ pub enum Purpose {
     /// Decrypting request objects encrypted to the authorization server
     /// (RSA-OAEP-256 keysets only; published with `use: enc`).
     RequestObjectDecryption,
+    /// Signed token introspection responses (RFC 9701).
+    Introspection,
+    /// HTTP message signatures (RFC 9421) on FAPI 2.0 resource requests and responses.
+    HttpMessage,
 }
 
 impl Purpose {
     /// Every purpose.
-    pub const ALL: [Purpose; 8] = [
+    pub const ALL: [Purpose; 10] = [
         Self::IdToken,
         Self::Jarm,
         Self::AccessToken,
@@ -40,6 +44,8 @@ impl Purpose {
         Self::ClientAssertion,
         Self::Generic,
         Self::RequestObjectDecryption,
+        Self::Introspection,
+        Self::HttpMessage,
     ];
 
     /// The purpose's wire name.
@@ -53,6 +59,8 @@ impl Purpose {
             Self::ClientAssertion => "client_assertion",
             Self::Generic => "generic",
             Self::RequestObjectDecryption => "request_object_decryption",
+            Self::Introspection => "introspection",
+            Self::HttpMessage => "http_message",
         }
     }
 }

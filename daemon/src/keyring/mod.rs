@@ -102,6 +102,17 @@ impl ActiveKey {
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         Ok(self.backend.sign(&self.key_ref, self.alg, message)?)
     }
+
+    /// Signs `message` as RSASSA-PSS SHA-512 with 64-byte salt (RSA keys
+    /// only; RFC 9421 `rsa-pss-sha512`), blocking.
+    ///
+    /// # Errors
+    /// The backend's failure, mapped to a domain error.
+    pub fn sign_rsa_pss_sha512(&self, message: &[u8]) -> Result<Vec<u8>> {
+        Ok(self
+            .backend
+            .sign_rsa_pss_sha512(&self.key_ref, self.alg, message)?)
+    }
 }
 
 /// Keysets, backends and the manifest.

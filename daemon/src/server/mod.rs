@@ -8,6 +8,7 @@
 
 mod caller;
 mod convert;
+mod http_messages;
 mod keys;
 mod signer;
 mod status;

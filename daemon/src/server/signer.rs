@@ -275,6 +275,8 @@ impl Signer for SignerService {
             code: optional(req.code),
             access_token: optional(req.access_token),
             state: optional(req.state),
+            auth_req_id: optional(req.auth_req_id),
+            refresh_token: optional(req.refresh_token),
         };
         self.issue(
             caller,
@@ -327,15 +329,74 @@ impl Signer for SignerService {
         let req = request.into_inner();
         let claims = claims_of(&req.claims_json)?;
         let life = lifetime(req.lifetime_seconds);
+        let ciba = match req.kind.as_str() {
+            "" | "authorization" => false,
+            "ciba" => true,
+            other => {
+                return Err(invalid(format!(
+                    "request object kind {other:?} is unknown: use authorization or ciba"
+                )))
+            }
+        };
         self.issue(
             caller,
             "sign_request_object",
             &req.keyset,
             Purpose::RequestObject,
             None,
-            |_, ctx| fapi::request_object::build(claims, life, jti(), ctx),
+            |_, ctx| {
+                if ciba {
+                    fapi::ciba::build(claims, life, jti(), ctx)
+                } else {
+                    fapi::request_object::build(claims, life, jti(), ctx)
+                }
+            },
         )
         .await
+    }
+
+    async fn sign_introspection_response(
+        &self,
+        request: Request<pb::SignIntrospectionResponseRequest>,
+    ) -> Result<Response<pb::SignedToken>, Status> {
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
+        let req = request.into_inner();
+        let response = claims_of(&req.response_json)?;
+        let issuer = optional(req.issuer);
+        self.issue(
+            caller,
+            "sign_introspection_response",
+            &req.keyset,
+            Purpose::Introspection,
+            req.encrypt_to,
+            |_, ctx| {
+                let mut ctx = ctx.clone();
+                match (&ctx.issuer, issuer) {
+                    (Some(mine), Some(given)) if *mine != given => {
+                        return Err(Error::InvalidArgument(format!(
+                            "issuer {given:?} is not this keyset's issuer {mine:?}"
+                        )))
+                    }
+                    (None, given) => ctx.issuer = given,
+                    _ => {}
+                }
+                fapi::introspection::build(response, &req.audience, &ctx)
+            },
+        )
+        .await
+    }
+
+    async fn sign_http_message(
+        &self,
+        request: Request<pb::SignHttpMessageRequest>,
+    ) -> Result<Response<pb::SignHttpMessageResponse>, Status> {
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
+        let req = request.into_inner();
+        self.sign_http(caller, req).await.map(Response::new)
     }
 
     async fn sign_client_assertion(

@@ -49,7 +49,7 @@ fn verdict(result: Result<(Parsed, String), Invalid>) -> pb::Verdict {
     }
 }
 
-fn parse_jwks(json: &str) -> Result<Value, Status> {
+pub(super) fn parse_jwks(json: &str) -> Result<Value, Status> {
     if json.len() > 256 * 1024 {
         return Err(to_status(Error::InvalidArgument(
             "the JWKS is larger than 256 KiB".into(),
@@ -61,7 +61,12 @@ fn parse_jwks(json: &str) -> Result<Value, Status> {
 
 /// Audits a failed verification (valid ones are not logged: they are the
 /// resource server's hot path and carry no decision of Custos's own).
-fn audit(gate: &Gate, caller: &Caller, operation: &str, v: &pb::Verdict) -> Result<(), Status> {
+pub(super) fn audit(
+    gate: &Gate,
+    caller: &Caller,
+    operation: &str,
+    v: &pb::Verdict,
+) -> Result<(), Status> {
     if v.valid {
         return Ok(());
     }
@@ -291,6 +296,15 @@ impl Verifier for VerifierService {
                 "client_id and issuer are required".into(),
             )));
         }
+        let ciba = match req.kind.as_str() {
+            "" | "authorization" => false,
+            "ciba" => true,
+            other => {
+                return Err(to_status(Error::InvalidArgument(format!(
+                    "request object kind {other:?} is unknown: use authorization or ciba"
+                ))))
+            }
+        };
         let jwks = parse_jwks(&req.jwks_json)?;
         let now = now();
         let skew = self.rules.clock_skew;
@@ -303,7 +317,18 @@ impl Verifier for VerifierService {
             }
             let c = &p.claims;
             verify::check_times(c, now, skew, true)?;
-            if claim(c, "iss")? != req.client_id || claim(c, "client_id")? != req.client_id {
+            if ciba {
+                // CIBA Core 7.1.1: iss is the client; iat and jti are required.
+                if claim(c, "iss")? != req.client_id {
+                    return Err(invalid(Reason::ClaimsMismatch, "iss must be the client"));
+                }
+                claim(c, "jti")?;
+                if !c.get("iat").is_some_and(Value::is_i64) {
+                    return Err(invalid(Reason::MissingClaim, "iat is required"));
+                }
+                crate::fapi::ciba::check(c)
+                    .map_err(|e| invalid(Reason::ClaimsMismatch, e.to_string()))?;
+            } else if claim(c, "iss")? != req.client_id || claim(c, "client_id")? != req.client_id {
                 return Err(invalid(
                     Reason::ClaimsMismatch,
                     "iss and client_id must both be the client",
@@ -332,6 +357,20 @@ impl Verifier for VerifierService {
         let v = verdict(result);
         audit(&self.gate, &caller, "verify_request_object", &v)?;
         Ok(Response::new(v))
+    }
+
+    async fn verify_http_message(
+        &self,
+        request: Request<pb::VerifyHttpMessageRequest>,
+    ) -> Result<Response<pb::Verdict>, Status> {
+        use pb::verify_http_message_request::Keys;
+        let keyset = match &request.get_ref().keys {
+            Some(Keys::Keyset(k)) => Some(k.clone()),
+            _ => None,
+        };
+        let caller = self.gate.check(&request, "verify", keyset.as_deref())?;
+        self.verify_http(&caller, request.into_inner())
+            .map(Response::new)
     }
 
     async fn verify_client_assertion(

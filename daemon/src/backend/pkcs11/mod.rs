@@ -195,6 +195,18 @@ impl KeyBackend for Pkcs11Backend {
         })
     }
 
+    fn sign_rsa_pss_sha512(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let mechanism = self.settings(alg)?.mechanism;
+        self.with_key(key, alg, |s, handle| {
+            sign::sign_pss_sha512(s, handle, mechanism, message)
+        })
+    }
+
     fn decrypt(
         &self,
         key: &KeyRef,

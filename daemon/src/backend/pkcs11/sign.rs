@@ -8,7 +8,7 @@ use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::ObjectHandle;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 /// DER DigestInfo prefix for SHA-256 (RFC 8017 9.2 note 1).
 const SHA256_DIGEST_INFO: &[u8] = &[
@@ -69,6 +69,36 @@ pub(super) fn sign(
         }
     }
     Ok(sig)
+}
+
+/// PSS as RFC 9421 `rsa-pss-sha512` demands: SHA-512, MGF1-SHA-512, 64-byte salt.
+const PSS_SHA512: PkcsPssParams = PkcsPssParams {
+    hash_alg: MechanismType::SHA512,
+    mgf: PkcsMgfType::MGF1_SHA512,
+    s_len: cryptoki::types::Ulong::new(64),
+};
+
+/// Signs `message` with an RSA key as `rsa-pss-sha512`, in the same style
+/// (combined or raw-with-software-hash) as the profile's PS256 mechanism.
+pub(super) fn sign_pss_sha512(
+    s: &mut PooledSession<'_>,
+    key: ObjectHandle,
+    ps256_mechanism: ProfileMechanism,
+    message: &[u8],
+) -> Result<Vec<u8>, BackendError> {
+    let (mech, input) = match ps256_mechanism {
+        ProfileMechanism::CKM_RSA_PKCS_PSS => (
+            Mechanism::RsaPkcsPss(PSS_SHA512),
+            Sha512::digest(message).to_vec(),
+        ),
+        ProfileMechanism::CKM_SHA256_RSA_PKCS_PSS => {
+            (Mechanism::Sha512RsaPkcsPss(PSS_SHA512), message.to_vec())
+        }
+        other => return Err(BackendError::Unsupported(format!(
+            "rsa-pss-sha512 needs a keyset whose profile signs with PSS (this one uses {other:?})"
+        ))),
+    };
+    s.run("signing", |session| session.sign(&mech, key, &input))
 }
 
 /// Decrypts an RSA-OAEP-256 encrypted key with the private key `key`.
