@@ -145,6 +145,45 @@ pub fn openssl_pss_verify(jws: &str, jwk: &Value, salt_len: usize) -> Result<boo
     Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK"))
 }
 
+/// Verifies an RFC 9421 `rsa-pss-sha512` signature over `message` with the
+/// `openssl` command line: SHA-512, MGF1-SHA-512 and exactly `salt_len`
+/// bytes of salt. Returns whether openssl accepted it.
+pub fn openssl_pss_sha512_verify(
+    jwk: &Value,
+    message: &[u8],
+    signature: &[u8],
+    salt_len: usize,
+) -> Result<bool, String> {
+    use rsa::pkcs8::EncodePublicKey;
+    let n = rsa::BigUint::from_bytes_be(&member(jwk, "n")?);
+    let e = rsa::BigUint::from_bytes_be(&member(jwk, "e")?);
+    let key = rsa::RsaPublicKey::new(n, e).map_err(|e| e.to_string())?;
+    let pem = key
+        .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (pub_path, sig_path, msg_path) = (
+        dir.path().join("pub.pem"),
+        dir.path().join("sig.bin"),
+        dir.path().join("msg.bin"),
+    );
+    std::fs::write(&pub_path, pem).map_err(|e| e.to_string())?;
+    std::fs::write(&sig_path, signature).map_err(|e| e.to_string())?;
+    std::fs::write(&msg_path, message).map_err(|e| e.to_string())?;
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha512", "-sigopt", "rsa_padding_mode:pss"])
+        .arg("-sigopt")
+        .arg(format!("rsa_pss_saltlen:{salt_len}"))
+        .args(["-sigopt", "rsa_mgf1_md:sha512", "-verify"])
+        .arg(&pub_path)
+        .arg("-signature")
+        .arg(&sig_path)
+        .arg(&msg_path)
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK"))
+}
+
 /// The OpenID Connect token hash, computed here independently: base64url of
 /// the left half of SHA-256 (ES256, PS256, RS256) or SHA-512 (EdDSA).
 pub fn oidc_hash(alg: &str, value: &str) -> String {

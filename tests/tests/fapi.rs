@@ -66,6 +66,7 @@ async fn id_tokens_carry_independently_recomputed_hashes_for_each_algorithm() {
                 access_token: at.into(),
                 state: state.into(),
                 encrypt_to: None,
+                ..Default::default()
             })
             .await
             .expect("sign");
@@ -123,6 +124,7 @@ async fn id_tokens_carry_independently_recomputed_hashes_for_each_algorithm() {
             keyset: "id-ES256".into(),
             claims_json: "{}".into(),
             lifetime_seconds: 0,
+            ..Default::default()
         })
         .await,
     );
@@ -313,6 +315,7 @@ async fn request_objects_follow_rfc_9101_and_fapi_limits() {
         keyset: "client-ro".into(),
         claims_json: claims.to_string(),
         lifetime_seconds: lifetime,
+        ..Default::default()
     };
     let t = c.sign_request_object(req(&base, 0)).await.expect("sign");
     let v = verify(&t.token, &set);
@@ -517,6 +520,7 @@ async fn encrypted_request_objects_are_opened_inside_the_hsm() {
                                 "redirect_uri": "https://c/cb", "scope": "openid"})
                 .to_string(),
             lifetime_seconds: 0,
+            ..Default::default()
         })
         .await
         .expect("sign")
@@ -778,6 +782,7 @@ async fn rich_authorization_requests_are_checked_and_metadata_matches_the_keyset
             keyset: "client-ro".into(),
             claims_json: ro.to_string(),
             lifetime_seconds: 0,
+            ..Default::default()
         })
         .await
         .expect("RAR request object");
@@ -792,6 +797,7 @@ async fn rich_authorization_requests_are_checked_and_metadata_matches_the_keyset
             keyset: "client-ro".into(),
             claims_json: bad.to_string(),
             lifetime_seconds: 0,
+            ..Default::default()
         })
         .await,
         "authorization_details[1]",

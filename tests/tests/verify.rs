@@ -461,6 +461,7 @@ async fn jws_request_objects_and_client_assertions_against_client_jwks() {
         jwks_json: jwks.clone(),
         client_id: "client-1".into(),
         issuer: "https://as.bank".into(),
+        kind: String::new(),
     };
     let v = c
         .verify_request_object(vro(sign(ro(300), Some("oauth-authz-req+jwt"))))

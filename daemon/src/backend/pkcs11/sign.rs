@@ -94,9 +94,11 @@ pub(super) fn sign_pss_sha512(
         ProfileMechanism::CKM_SHA256_RSA_PKCS_PSS => {
             (Mechanism::Sha512RsaPkcsPss(PSS_SHA512), message.to_vec())
         }
-        other => return Err(BackendError::Unsupported(format!(
+        other => {
+            return Err(BackendError::Unsupported(format!(
             "rsa-pss-sha512 needs a keyset whose profile signs with PSS (this one uses {other:?})"
-        ))),
+        )))
+        }
     };
     s.run("signing", |session| session.sign(&mech, key, &input))
 }
