@@ -241,8 +241,20 @@ pub struct Pkcs11Config {
     pub profile: String,
     /// Path of the PKCS#11 module (shared library).
     pub module: PathBuf,
-    /// Label of the token to use.
+    /// Label of the token to use (one of `token_label`, `token_serial`, `slot_id`).
+    #[serde(default)]
     pub token_label: String,
+    /// Serial number of the token to use, for tokens with repeated labels.
+    #[serde(default)]
+    pub token_serial: Option<String>,
+    /// Slot id of the token, for modules whose token information cannot be
+    /// read (opencryptoki) or whose slots do not move.
+    #[serde(default)]
+    pub slot_id: Option<u64>,
+    /// The string handed to `C_Initialize` in `pReserved`, for modules that
+    /// need one (NSS softokn: `configdir='sql:/var/lib/custos/nssdb' ...`).
+    #[serde(default)]
+    pub initialize_args: Option<String>,
     /// Where the user PIN comes from: `env:NAME` or `file:PATH`.
     pub pin: String,
 }
@@ -321,6 +333,20 @@ impl Config {
                     ))
                 }
             },
+        }
+        for (name, b) in &config.backends {
+            if let BackendConfig::Pkcs11(p) = b {
+                let selectors = [
+                    !p.token_label.is_empty(),
+                    p.token_serial.is_some(),
+                    p.slot_id.is_some(),
+                ];
+                if selectors.iter().filter(|s| **s).count() != 1 {
+                    return Err(format!(
+                        "[backends.{name}]: give exactly one of token_label, token_serial, slot_id"
+                    ));
+                }
+            }
         }
         for name in config.backends.keys() {
             if name == "dev" {

@@ -23,7 +23,7 @@
 //! (pure functions over a public key) because a version's kid *is* its
 //! RFC 7638 thumbprint.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod alg;
@@ -32,6 +32,7 @@ pub mod backend;
 pub mod bench;
 pub mod binding;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod fapi;
 pub mod httpsig;

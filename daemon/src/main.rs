@@ -21,6 +21,19 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check that each PKCS#11 token of a config does what its profile
+    /// promises: exit 0 when it does, 1 when not, 2 when it cannot check.
+    Doctor {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this backend.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the device directly (no gRPC): the ceiling the daemon is compared with.
     Bench {
         /// Configuration file (TOML).
@@ -60,6 +73,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if let Some(Command::Doctor {
+        config,
+        backend,
+        json,
+    }) = &args.command
+    {
+        return doctor(config, backend.as_deref(), *json);
+    }
     if let Some(Command::Bench {
         config,
         keyset,
@@ -138,6 +159,35 @@ fn bench(
         Err(e) => {
             eprintln!("custosd bench: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `custosd doctor`: 0 when every token does what its profile promises,
+/// 1 when one does not, 2 when the check could not run.
+fn doctor(config: &std::path::Path, backend: Option<&str>, json: bool) -> ExitCode {
+    match custos_daemon::doctor::run(config, backend) {
+        Ok(reports) => {
+            if json {
+                match serde_json::to_string_pretty(&reports) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("custosd doctor: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", custos_daemon::doctor::render(&reports));
+            }
+            if reports.iter().all(custos_daemon::doctor::BackendReport::ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("custosd doctor: {e}");
+            ExitCode::from(2)
         }
     }
 }

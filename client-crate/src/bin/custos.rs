@@ -66,6 +66,20 @@ enum Command {
     /// Measure the daemon under closed-loop load through its real socket.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Check that the PKCS#11 tokens of a daemon config do what their HSM
+    /// profiles promise (runs `custosd doctor` on this machine, next to the
+    /// token; needs the config and the PIN source, not the daemon).
+    Doctor {
+        /// The daemon's configuration file.
+        #[arg(long, default_value = "/etc/custos/custos.toml")]
+        config: PathBuf,
+        /// Only this backend.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decrypt a JWE encrypted to a request_object_decryption keyset; prints the plaintext.
     Decrypt {
         /// Keyset name.
@@ -573,7 +587,47 @@ fn active_kid(ks: &proto::Keyset) -> &str {
         .map_or("-", |v| v.kid.as_str())
 }
 
+/// Runs `custosd doctor` (found next to this binary, else on PATH) and
+/// passes its output and exit code through.
+fn doctor(config: &PathBuf, backend: Option<&str>, json: bool) -> Result<(), Failure> {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("custosd")))
+        .filter(|p| p.exists());
+    let program = sibling.unwrap_or_else(|| PathBuf::from("custosd"));
+    let mut cmd = std::process::Command::new(&program);
+    cmd.arg("doctor").arg("--config").arg(config);
+    if let Some(b) = backend {
+        cmd.arg("--backend").arg(b);
+    }
+    if json {
+        cmd.arg("--json");
+    }
+    let status = cmd.status().map_err(|e| {
+        usage(format!(
+            "cannot run {} (custos doctor needs custosd installed beside it or on PATH): {e}",
+            program.display()
+        ))
+    })?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(Failure {
+            code: 1,
+            message: "the token does not do everything its profile promises (see above)".into(),
+        }),
+        _ => Err(usage("custosd doctor could not check the token (see above)".into())),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Doctor {
+        config,
+        backend,
+        json,
+    } = &cli.command
+    {
+        return doctor(config, backend.as_deref(), *json);
+    }
     let client = match &cli.endpoint {
         Some(url) => {
             let read = |p: &Option<PathBuf>| -> Result<Vec<u8>, Failure> {
@@ -841,6 +895,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| usage(format!("daemon sent invalid claims JSON: {e}")))?;
             print_json(&claims);
         }
+        // Handled before connecting; kept total without a panic.
+        Command::Doctor {
+            config,
+            backend,
+            json,
+        } => doctor(&config, backend.as_deref(), json)?,
         Command::Metadata { keyset } => {
             let all = client.list_keysets().await?;
             let chosen: Vec<&proto::Keyset> = all
@@ -950,6 +1010,8 @@ async fn metadata(
                 "id_token" => "id_token_signing_alg_values_supported",
                 "jarm" => "authorization_signing_alg_values_supported",
                 "userinfo" => "userinfo_signing_alg_values_supported",
+                // RFC 9701 section 7.
+                "introspection" => "introspection_signing_alg_values_supported",
                 "request_object_decryption" => "request_object_encryption_alg_values_supported",
                 _ => continue,
             };
@@ -990,6 +1052,8 @@ async fn metadata(
     for field in [
         "request_object_signing_alg_values_supported",
         "token_endpoint_auth_signing_alg_values_supported",
+        // CIBA Core 4: signed authentication requests.
+        "backchannel_authentication_request_signing_alg_values_supported",
     ] {
         for a in ["PS256", "ES256", "EdDSA"] {
             add(field, a);

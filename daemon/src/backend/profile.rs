@@ -16,6 +16,22 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../../hsm-profiles/softhsm2.toml"),
     ),
     (
+        "kryoptic",
+        include_str!("../../../hsm-profiles/kryoptic.toml"),
+    ),
+    (
+        "opencryptoki",
+        include_str!("../../../hsm-profiles/opencryptoki.toml"),
+    ),
+    (
+        "nss-softokn",
+        include_str!("../../../hsm-profiles/nss-softokn.toml"),
+    ),
+    (
+        "tpm2-pkcs11",
+        include_str!("../../../hsm-profiles/tpm2-pkcs11.toml"),
+    ),
+    (
         "tpm-swtpm",
         include_str!("../../../hsm-profiles/tpm-swtpm.toml"),
     ),
@@ -139,7 +155,67 @@ pub struct HsmProfile {
     pub rsa: RsaSettings,
     /// Per-algorithm mechanism choice, keyed by JOSE `alg`.
     pub algorithms: BTreeMap<String, AlgorithmSettings>,
+    /// How the token is found and the module initialised.
+    #[serde(default)]
+    pub token: TokenSettings,
+    /// Additions to the key-generation templates.
+    #[serde(default)]
+    pub keygen: KeygenSettings,
+    /// Known limits of the module, shown by `custos doctor`.
+    #[serde(default)]
+    pub limits: Vec<String>,
 }
+
+/// `[token]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Whether `C_GetTokenInfo` can be read: when false (opencryptoki), the
+    /// token must be selected by `slot_id` in the daemon config.
+    #[serde(default = "yes")]
+    pub info_readable: bool,
+    /// Whether the module needs `initialize_args` (a `C_Initialize`
+    /// `pReserved` string, as NSS softokn does).
+    #[serde(default)]
+    pub initialize_args_required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            info_readable: true,
+            initialize_args_required: false,
+        }
+    }
+}
+
+/// `[keygen]`: boolean attributes added to generated keys' templates, by
+/// PKCS#11 name (`CKA_MODIFIABLE`, `CKA_COPYABLE`, `CKA_DESTROYABLE`,
+/// `CKA_WRAP_WITH_TRUSTED`, `CKA_ALWAYS_AUTHENTICATE`). They can only add;
+/// the security attributes Custos sets are not overridable.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeygenSettings {
+    /// Added to private-key templates.
+    #[serde(default)]
+    pub private: BTreeMap<String, bool>,
+    /// Added to public-key templates.
+    #[serde(default)]
+    pub public: BTreeMap<String, bool>,
+}
+
+/// The template attributes a profile may add.
+pub const KEYGEN_ATTRIBUTES: [&str; 5] = [
+    "CKA_MODIFIABLE",
+    "CKA_COPYABLE",
+    "CKA_DESTROYABLE",
+    "CKA_WRAP_WITH_TRUSTED",
+    "CKA_ALWAYS_AUTHENTICATE",
+];
 
 /// `[sessions]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +272,14 @@ impl Default for RsaSettings {
 pub struct AlgorithmSettings {
     /// The PKCS#11 mechanism, e.g. `CKM_ECDSA` or `CKM_SHA256_RSA_PKCS_PSS`.
     pub mechanism: Mechanism,
+    /// Used instead when the token does not list `mechanism` (e.g. the raw
+    /// `CKM_ECDSA` with software hashing for a missing `CKM_ECDSA_SHA256`).
+    #[serde(default)]
+    pub fallback: Option<Mechanism>,
+    /// How the module returns CKA_EC_POINT (`der` or `raw`); informative:
+    /// Custos reads both.
+    #[serde(default)]
+    pub ec_point: EcPointStyle,
     /// How Ed25519 curve parameters are named at generation (`oid` or `printable`).
     #[serde(default)]
     pub ec_params: EcParamsStyle,
@@ -241,6 +325,17 @@ impl Mechanism {
     }
 }
 
+/// How a module encodes CKA_EC_POINT.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EcPointStyle {
+    /// A DER OCTET STRING around the point (PKCS#11 as written).
+    #[default]
+    Der,
+    /// The bare point.
+    Raw,
+}
+
 /// How the Ed25519 curve is named in CKA_EC_PARAMS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -274,6 +369,18 @@ impl HsmProfile {
                 return Err(format!(
                     "[algorithms.{alg}] mechanism {:?} cannot implement {alg}",
                     settings.mechanism
+                ));
+            }
+            if let Some(f) = settings.fallback.filter(|f| !f.implements(a)) {
+                return Err(format!(
+                    "[algorithms.{alg}] fallback {f:?} cannot implement {alg}"
+                ));
+            }
+        }
+        for name in p.keygen.private.keys().chain(p.keygen.public.keys()) {
+            if !KEYGEN_ATTRIBUTES.contains(&name.as_str()) {
+                return Err(format!(
+                    "[keygen] attribute {name:?} cannot be set by a profile (allowed: {KEYGEN_ATTRIBUTES:?})"
                 ));
             }
         }
@@ -318,7 +425,6 @@ mod tests {
             } else {
                 let p = HsmProfile::load(name, None).unwrap();
                 assert_eq!(&p.name, name);
-                assert!(p.algorithm(Algorithm::ES256).is_some(), "{name}");
                 assert!(p.algorithm(Algorithm::PS256).is_some(), "{name}");
             }
         }

@@ -260,6 +260,16 @@ impl VerifyKey {
         Ok(Self { alg, verifier })
     }
 
+    /// Checks a signature over arbitrary bytes (no JOSE framing).
+    ///
+    /// # Errors
+    /// [`Invalid`] with `bad_signature`.
+    pub fn verify_raw(&self, message: &[u8], signature: &[u8]) -> Result<(), Invalid> {
+        self.verifier
+            .verify(message, signature)
+            .map_err(|_| invalid(Reason::BadSignature, "the signature does not verify"))
+    }
+
     /// Checks `parsed`'s algorithm and signature against this key.
     ///
     /// # Errors

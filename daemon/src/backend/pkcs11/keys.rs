@@ -2,7 +2,7 @@
 
 use super::pool::PooledSession;
 use crate::alg::Algorithm;
-use crate::backend::profile::{AlgorithmSettings, EcParamsStyle};
+use crate::backend::profile::{AlgorithmSettings, EcParamsStyle, KeygenSettings};
 use crate::backend::{BackendError, KeyProtection, KeyRef, PublicKey};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -14,6 +14,18 @@ const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 /// DER PrintableString "edwards25519".
 const ED25519_PRINTABLE: &[u8] = b"\x13\x0cedwards25519";
 
+/// A profile's `[keygen]` addition as an attribute (names checked at profile load).
+fn extra_attribute(name: &str, value: bool) -> Option<Attribute> {
+    Some(match name {
+        "CKA_MODIFIABLE" => Attribute::Modifiable(value),
+        "CKA_COPYABLE" => Attribute::Copyable(value),
+        "CKA_DESTROYABLE" => Attribute::Destroyable(value),
+        "CKA_WRAP_WITH_TRUSTED" => Attribute::WrapWithTrusted(value),
+        "CKA_ALWAYS_AUTHENTICATE" => Attribute::AlwaysAuthenticate(value),
+        _ => return None,
+    })
+}
+
 /// Generates a key pair on the token; returns the private handle and the public key.
 pub(super) fn generate(
     s: &mut PooledSession<'_>,
@@ -21,6 +33,7 @@ pub(super) fn generate(
     alg: Algorithm,
     settings: &AlgorithmSettings,
     rsa_bits: u64,
+    keygen: &KeygenSettings,
 ) -> Result<(ObjectHandle, PublicKey), BackendError> {
     let id = key.id_bytes()?;
     let label = key.label.as_bytes().to_vec();
@@ -35,7 +48,7 @@ pub(super) fn generate(
         Attribute::Id(id.clone()),
         Attribute::Label(label.clone()),
     ];
-    let private_t = vec![
+    let mut private_t = vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
@@ -47,6 +60,8 @@ pub(super) fn generate(
         Attribute::Id(id),
         Attribute::Label(label),
     ];
+    public_t.extend(keygen.public.iter().filter_map(|(n, v)| extra_attribute(n, *v)));
+    private_t.extend(keygen.private.iter().filter_map(|(n, v)| extra_attribute(n, *v)));
     let mechanism = match alg {
         Algorithm::ES256 => {
             public_t.push(Attribute::EcParams(P256_OID.to_vec()));

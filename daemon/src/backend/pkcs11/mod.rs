@@ -11,17 +11,19 @@
 
 pub mod data;
 mod errors;
+mod init;
 mod keys;
 mod pool;
 mod sign;
 
 use crate::alg::Algorithm;
-use crate::backend::profile::HsmProfile;
+use crate::backend::profile::{HsmProfile, Mechanism as ProfileMechanism};
 use crate::backend::{BackendError, KeyBackend, KeyProtection, KeyRef, PublicKey};
 use crate::config::Pkcs11Config;
 use crate::secret::Secret;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::context::Pkcs11;
+use cryptoki::mechanism::MechanismType;
+use cryptoki::slot::Slot;
 use cryptoki::object::ObjectHandle;
 use pool::SessionPool;
 use std::collections::HashMap;
@@ -38,14 +40,15 @@ pub struct Pkcs11Backend {
 }
 
 impl Pkcs11Backend {
-    /// Loads the module, finds the token by label and logs in.
+    /// Loads the module, finds the token (by label, serial or slot id),
+    /// resolves each algorithm's mechanism against the token's list, and logs in.
     ///
     /// # Errors
     /// `Unavailable` with a specific message for an unloadable module, a
     /// missing token or a refused PIN.
     pub fn open(
         config: &Pkcs11Config,
-        profile: HsmProfile,
+        mut profile: HsmProfile,
         pin: Secret,
     ) -> Result<Self, BackendError> {
         let module = &config.module;
@@ -55,33 +58,18 @@ impl Pkcs11Backend {
                 module.display()
             ))
         })?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(errors::map("C_Initialize", e)),
-        }
-        let slots = ctx
-            .get_slots_with_token()
-            .map_err(|e| errors::map("listing slots", e))?;
-        let mut labels = Vec::new();
-        let mut found = None;
-        for slot in slots {
-            let info = ctx
-                .get_token_info(slot)
-                .map_err(|e| errors::map("reading token info", e))?;
-            let label = info.label().trim_end().to_string();
-            if label == config.token_label {
-                found = Some(slot);
-                break;
-            }
-            labels.push(label);
-        }
-        let Some(slot) = found else {
+        if profile.token.initialize_args_required && config.initialize_args.is_none() {
             return Err(BackendError::Unavailable(format!(
-                "no token labelled {:?} in {} (tokens present: {labels:?})",
-                config.token_label,
-                module.display()
+                "HSM profile {:?} needs initialize_args in the backend config (see hsm-profiles/README.md)",
+                profile.name
             )));
-        };
+        }
+        init::initialize(&ctx, config.initialize_args.as_deref())?;
+        let slot = select_slot(&ctx, config, &profile)?;
+        match ctx.get_mechanism_list(slot) {
+            Ok(listed) => resolve_mechanisms(&mut profile, &listed),
+            Err(e) => tracing::warn!(error = %e, "cannot list the token's mechanisms; using the profile's"),
+        }
         let pool = SessionPool::new(
             ctx,
             slot,
@@ -155,6 +143,104 @@ impl Pkcs11Backend {
     }
 }
 
+/// Finds the configured token: by slot id (for modules whose token
+/// information cannot be read), by serial number, or by label.
+fn select_slot(
+    ctx: &Pkcs11,
+    config: &Pkcs11Config,
+    profile: &HsmProfile,
+) -> Result<Slot, BackendError> {
+    let module = config.module.display();
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| errors::map("listing slots", e))?;
+    if let Some(id) = config.slot_id {
+        return slots.into_iter().find(|s| s.id() == id).ok_or_else(|| {
+            BackendError::Unavailable(format!(
+                "no token in slot {id} of {module} (is the token initialised, and its slot daemon running?)"
+            ))
+        });
+    }
+    if !profile.token.info_readable {
+        return Err(BackendError::Unavailable(format!(
+            "HSM profile {:?}: this module's token information cannot be read; select the token with slot_id",
+            profile.name
+        )));
+    }
+    let mut seen = Vec::new();
+    for slot in slots {
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| errors::map("reading token info", e))?;
+        let label = info.label().trim_end().to_string();
+        let serial = info.serial_number().trim_end().to_string();
+        let hit = match &config.token_serial {
+            Some(want) => serial == *want,
+            None => label == config.token_label,
+        };
+        if hit {
+            return Ok(slot);
+        }
+        seen.push(format!("{label} (serial {serial})"));
+    }
+    Err(BackendError::Unavailable(match &config.token_serial {
+        Some(sn) => format!("no token with serial {sn:?} in {module} (tokens present: {seen:?})"),
+        None => format!(
+            "no token labelled {:?} in {module} (tokens present: {seen:?})",
+            config.token_label
+        ),
+    }))
+}
+
+/// The PKCS#11 mechanism type behind a profile mechanism.
+pub(crate) fn mechanism_type(m: ProfileMechanism) -> MechanismType {
+    match m {
+        ProfileMechanism::CKM_ECDSA => MechanismType::ECDSA,
+        ProfileMechanism::CKM_ECDSA_SHA256 => MechanismType::ECDSA_SHA256,
+        ProfileMechanism::CKM_RSA_PKCS_PSS => MechanismType::RSA_PKCS_PSS,
+        ProfileMechanism::CKM_SHA256_RSA_PKCS_PSS => MechanismType::SHA256_RSA_PKCS_PSS,
+        ProfileMechanism::CKM_RSA_PKCS => MechanismType::RSA_PKCS,
+        ProfileMechanism::CKM_SHA256_RSA_PKCS => MechanismType::SHA256_RSA_PKCS,
+        ProfileMechanism::CKM_EDDSA => MechanismType::EDDSA,
+        ProfileMechanism::CKM_RSA_PKCS_OAEP => MechanismType::RSA_PKCS_OAEP,
+        ProfileMechanism::CKM_RSA_X_509 => MechanismType::RSA_X_509,
+    }
+}
+
+/// Switches an algorithm to its profile's fallback when the token does not
+/// list the preferred mechanism but lists the fallback.
+fn resolve_mechanisms(profile: &mut HsmProfile, listed: &[MechanismType]) {
+    for (alg, settings) in profile.algorithms.iter_mut() {
+        if listed.contains(&mechanism_type(settings.mechanism)) {
+            continue;
+        }
+        match settings.fallback {
+            Some(f) if listed.contains(&mechanism_type(f)) => {
+                tracing::info!(alg = %alg, preferred = ?settings.mechanism, using = ?f,
+                    "the token lacks the preferred mechanism; using the profile's fallback");
+                settings.mechanism = f;
+            }
+            _ => tracing::warn!(alg = %alg, mechanism = ?settings.mechanism,
+                "the token does not list this algorithm's mechanism; signing with it will fail"),
+        }
+    }
+}
+
+impl Pkcs11Backend {
+    /// The profile as resolved against this token (fallbacks applied).
+    pub fn profile(&self) -> &HsmProfile {
+        &self.profile
+    }
+
+    /// The mechanisms the token lists.
+    ///
+    /// # Errors
+    /// The module's failure.
+    pub fn mechanisms(&self) -> Result<Vec<MechanismType>, BackendError> {
+        self.pool.mechanisms()
+    }
+}
+
 impl KeyBackend for Pkcs11Backend {
     fn kind(&self) -> &'static str {
         "pkcs11"
@@ -164,7 +250,14 @@ impl KeyBackend for Pkcs11Backend {
         let settings = self.settings(alg)?;
         let attempt = || {
             let mut s = self.pool.get()?;
-            keys::generate(&mut s, key, alg, settings, self.profile.rsa.bits)
+            keys::generate(
+                &mut s,
+                key,
+                alg,
+                settings,
+                self.profile.rsa.bits,
+                &self.profile.keygen,
+            )
         };
         // A transient device error (SoftHSM2 reports CKR_GENERAL_ERROR when
         // another process holds its token lock) is retried once, on a fresh session.
