@@ -9,6 +9,7 @@
 
 pub mod jwe;
 pub mod sign;
+pub mod tokens;
 pub mod verify;
 
 use custos_client::Client;
@@ -35,17 +36,31 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A private SoftHSM2 token: its own config and token directory.
+/// A private PKCS#11 token for one test: SoftHSM2 by default ([`Hsm::new`]),
+/// or one of the other implementations in `tokens.rs`.
 #[derive(Debug)]
 pub struct Hsm {
     /// Temporary directory holding everything of this test.
     pub dir: tempfile::TempDir,
-    /// The SOFTHSM2_CONF file.
+    /// The SOFTHSM2_CONF file (SoftHSM2 only).
     pub conf: PathBuf,
     /// Token label.
     pub label: String,
     /// User PIN (random per test, so tests can grep logs for it).
     pub pin: String,
+    /// The HSM profile name.
+    pub profile: String,
+    /// The PKCS#11 module.
+    pub module: String,
+    /// The backend-table lines that pick the token (`token_label = ...`,
+    /// `slot_id = ...`, `initialize_args = ...`).
+    pub selector: String,
+    /// Environment the module needs (SOFTHSM2_CONF, KRYOPTIC_CONF).
+    pub env: Vec<(String, String)>,
+    /// JOSE algorithms this token can do.
+    pub algorithms: Vec<&'static str>,
+    /// Held while the token is in use (opencryptoki slots are shared).
+    pub lease: Option<tokens::SlotLease>,
 }
 
 impl Hsm {
@@ -84,20 +99,26 @@ impl Hsm {
             String::from_utf8_lossy(&out.stderr)
         );
         Self {
+            env: vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
             dir,
             conf,
             label: "custos".into(),
             pin,
+            profile: "softhsm2".into(),
+            module: SOFTHSM_MODULE.into(),
+            selector: "token_label = \"custos\"".into(),
+            algorithms: vec!["ES256", "PS256", "EdDSA", "RS256", "RSA-OAEP-256"],
+            lease: None,
         }
     }
 
     /// Runs `pkcs11-tool` (OpenSC, independent of Custos) against this token.
     pub fn pkcs11_tool(&self, args: &[&str]) -> String {
         let out = Command::new("pkcs11-tool")
-            .env("SOFTHSM2_CONF", &self.conf)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args([
                 "--module",
-                SOFTHSM_MODULE,
+                &self.module,
                 "--token-label",
                 &self.label,
                 "--login",
@@ -125,7 +146,7 @@ impl Default for Hsm {
 /// How to configure a daemon under test.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    /// PKCS#11 module path.
+    /// PKCS#11 module path (empty: the token's own).
     pub module: String,
     /// Extra environment for the daemon process.
     pub env: Vec<(String, String)>,
@@ -140,7 +161,7 @@ pub struct DaemonConfig {
 impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
-            module: SOFTHSM_MODULE.into(),
+            module: String::new(),
             env: Vec::new(),
             extra_toml: String::new(),
             server_toml: String::new(),
@@ -184,20 +205,19 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "[server]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{}\n\n[backends.hsm]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{}\"\ntoken_label = \"{}\"\npin = \"env:CUSTOS_TEST_PIN\"\n{}",
+                "[server]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{}\n\n[backends.hsm]\nkind = \"pkcs11\"\nprofile = \"{}\"\nmodule = \"{}\"\n{}\npin = \"env:CUSTOS_TEST_PIN\"\n{}",
                 socket.display(),
                 state_dir.display(),
                 cfg.server_toml,
-                cfg.module,
-                hsm.label,
+                hsm.profile,
+                if cfg.module.is_empty() { &hsm.module } else { &cfg.module },
+                hsm.selector,
                 cfg.extra_toml
             ),
         )
         .expect("write config");
-        let mut env = vec![
-            ("SOFTHSM2_CONF".to_string(), hsm.conf.display().to_string()),
-            ("CUSTOS_TEST_PIN".to_string(), hsm.pin.clone()),
-        ];
+        let mut env = hsm.env.clone();
+        env.push(("CUSTOS_TEST_PIN".to_string(), hsm.pin.clone()));
         env.extend(cfg.env);
         let mut d = Self {
             child: None,
