@@ -82,14 +82,18 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
             Some(_) => return Err(format!("backend {name:?} is not a PKCS#11 backend")),
             None => {
                 let known: Vec<_> = config.backends.keys().collect();
-                return Err(format!("no backend {name:?} in the config (backends: {known:?})"));
+                return Err(format!(
+                    "no backend {name:?} in the config (backends: {known:?})"
+                ));
             }
         }
     }
     let manifest = FileStore::new(config.server.state_dir.clone()).load().ok();
     let mut reports = Vec::new();
     for (name, b) in &config.backends {
-        let BackendConfig::Pkcs11(p) = b else { continue };
+        let BackendConfig::Pkcs11(p) = b else {
+            continue;
+        };
         if only.is_some_and(|o| o != name) {
             continue;
         }
@@ -105,15 +109,21 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
             missing: Vec::new(),
             limits: Vec::new(),
         };
-        let opened = HsmProfile::load(&p.profile, config.server.profiles_dir.as_deref())
-            .and_then(|profile| {
+        let opened = HsmProfile::load(&p.profile, config.server.profiles_dir.as_deref()).and_then(
+            |profile| {
                 report.profile_tested = profile.tested;
                 report.limits = profile.limits.clone();
                 let pin = Secret::from_source(&p.pin)?;
                 Pkcs11Backend::open(p, profile, pin).map_err(|e| e.to_string())
-            });
+            },
+        );
         match opened {
-            Ok(backend) => check_backend(&backend, name, manifest.as_ref(), &mut report),
+            Ok(backend) => {
+                check_backend(&backend, name, manifest.as_ref(), &mut report);
+                // Not dropped: opencryptoki 3.8 crashes in C_Finalize; the
+                // doctor is a one-shot process and the OS ends its sessions.
+                std::mem::forget(backend);
+            }
             Err(e) => report.error = Some(e),
         }
         reports.push(report);
@@ -176,7 +186,11 @@ fn check_backend(
         .keysets
         .values()
         .filter(|ks| ks.backend == name)
-        .flat_map(|ks| ks.versions.iter().map(move |v| (&v.key_ref, ks.alg, v.state)))
+        .flat_map(|ks| {
+            ks.versions
+                .iter()
+                .map(move |v| (&v.key_ref, ks.alg, v.state))
+        })
         .collect();
     for k in &on_token {
         if !known.iter().any(|(r, _, _)| r.id == k.id) {
@@ -269,7 +283,9 @@ fn oaep_encrypt(public: &crate::backend::PublicKey, plain: &[u8]) -> Result<Vec<
             .and_then(|v| v.as_str())
             .and_then(|s| {
                 use base64::Engine;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(s)
+                    .ok()
             })
             .ok_or_else(|| format!("RSA key without {n}"))
     };
@@ -281,9 +297,12 @@ fn oaep_encrypt(public: &crate::backend::PublicKey, plain: &[u8]) -> Result<Vec<
     .map_err(err)?;
     let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(err)?;
     let mut enc = openssl::encrypt::Encrypter::new(&pkey).map_err(err)?;
-    enc.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP).map_err(err)?;
-    enc.set_rsa_oaep_md(openssl::hash::MessageDigest::sha256()).map_err(err)?;
-    enc.set_rsa_mgf1_md(openssl::hash::MessageDigest::sha256()).map_err(err)?;
+    enc.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)
+        .map_err(err)?;
+    enc.set_rsa_oaep_md(openssl::hash::MessageDigest::sha256())
+        .map_err(err)?;
+    enc.set_rsa_mgf1_md(openssl::hash::MessageDigest::sha256())
+        .map_err(err)?;
     let mut out = vec![0; enc.encrypt_len(plain).map_err(err)?];
     let n = enc.encrypt(plain, &mut out).map_err(err)?;
     out.truncate(n);
@@ -298,14 +317,21 @@ pub fn render(reports: &[BackendReport]) -> String {
             "backend {} — profile {}{} — module {}\n",
             r.name,
             r.profile,
-            if r.profile_tested { "" } else { " (UNTESTED profile)" },
+            if r.profile_tested {
+                ""
+            } else {
+                " (UNTESTED profile)"
+            },
             r.module
         ));
         if let Some(e) = &r.error {
             out.push_str(&format!("  FAILED: {e}\n"));
             continue;
         }
-        out.push_str(&format!("  token lists {} mechanisms\n", r.mechanisms.len()));
+        out.push_str(&format!(
+            "  token lists {} mechanisms\n",
+            r.mechanisms.len()
+        ));
         out.push_str(&format!(
             "  {:<13} {:<24} {:<7} {:>9}  {}\n",
             "algorithm", "mechanism", "result", "µs/op", "detail"
@@ -322,16 +348,28 @@ pub fn render(reports: &[BackendReport]) -> String {
         }
         out.push_str(&format!(
             "  orphans (on the token, not in the manifest): {}\n",
-            if r.orphans.is_empty() { "none".into() } else { r.orphans.join(", ") }
+            if r.orphans.is_empty() {
+                "none".into()
+            } else {
+                r.orphans.join(", ")
+            }
         ));
         out.push_str(&format!(
             "  missing (in the manifest, not on the token): {}\n",
-            if r.missing.is_empty() { "none".into() } else { r.missing.join(", ") }
+            if r.missing.is_empty() {
+                "none".into()
+            } else {
+                r.missing.join(", ")
+            }
         ));
         for l in &r.limits {
             out.push_str(&format!("  limit: {l}\n"));
         }
-        out.push_str(if r.ok() { "  => OK\n" } else { "  => PROBLEMS FOUND\n" });
+        out.push_str(if r.ok() {
+            "  => OK\n"
+        } else {
+            "  => PROBLEMS FOUND\n"
+        });
     }
     out
 }

@@ -66,8 +66,10 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tss_esapi=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| {
+                // cryptoki logs an ERROR for every vendor mechanism it has no name for.
+                tracing_subscriber::EnvFilter::new("info,tss_esapi=warn,cryptoki::mechanism=off")
+            }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -108,7 +110,11 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(runtime::run(mode)) {
-        Ok(()) => ExitCode::SUCCESS,
+        // Exit without running destructors: opencryptoki 3.8 crashes in
+        // C_Finalize after multi-threaded use, and a finished daemon has
+        // nothing left to flush (the manifest and audit log are written and
+        // synced as they change; the OS ends the device sessions).
+        Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("custosd: {e}");
             ExitCode::FAILURE

@@ -241,7 +241,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("CUSTOS_LOG", "info")
+            .env("CUSTOS_LOG", "info,cryptoki::mechanism=off")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

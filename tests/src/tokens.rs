@@ -96,9 +96,7 @@ impl Hsm {
             pin,
             profile: "nss-softokn".into(),
             module: NSS_MODULE.into(),
-            selector: format!(
-                "token_label = \"NSS Certificate DB\"\ninitialize_args = \"{args}\""
-            ),
+            selector: format!("token_label = \"NSS Certificate DB\"\ninitialize_args = \"{args}\""),
             env: Vec::new(),
             algorithms: vec!["ES256", "PS256", "RS256", "RSA-OAEP-256"],
             lease: None,

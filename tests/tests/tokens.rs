@@ -51,7 +51,11 @@ async fn exercise(hsm: Hsm) {
         .filter(|a| *a != "RSA-OAEP-256")
         .collect();
     for alg in &signing {
-        let mut s = spec(&format!("k-{alg}"), alg, &["id_token", "access_token", "jarm"]);
+        let mut s = spec(
+            &format!("k-{alg}"),
+            alg,
+            &["id_token", "access_token", "jarm"],
+        );
         if *alg == "RS256" {
             s.profile = Some("oidc".into());
         }
@@ -141,7 +145,12 @@ async fn exercise(hsm: Hsm) {
     d.restart().await;
     let c = d.client().await;
     let after = jwks(&c).await;
-    assert_eq!(kids(&after), kids(&set), "{}: kids survive a restart", hsm.profile);
+    assert_eq!(
+        kids(&after),
+        kids(&set),
+        "{}: kids survive a restart",
+        hsm.profile
+    );
     sign_all(c.clone(), after, hsm.profile.clone(), signing).await;
 
     // The doctor passes on this token, and finds no orphans.
@@ -154,10 +163,14 @@ async fn exercise(hsm: Hsm) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("=> OK"), "{text}");
-    assert!(text.contains("orphans (on the token, not in the manifest): none"), "{text}");
+    assert!(
+        text.contains("orphans (on the token, not in the manifest): none"),
+        "{text}"
+    );
     for alg in &hsm.algorithms {
         assert!(
-            text.lines().any(|l| l.trim_start().starts_with(alg) && l.contains(" ok ")),
+            text.lines()
+                .any(|l| l.trim_start().starts_with(alg) && l.contains(" ok ")),
             "{}: doctor row for {alg}:\n{text}",
             hsm.profile
         );
@@ -191,8 +204,15 @@ async fn kryoptic_passes_the_suite_and_the_doctor() {
 }
 
 /// Writes a config for `hsm` with `backend` as the backend table body.
-fn config_with(hsm: &Hsm, backend: &str, profiles_dir: Option<&std::path::Path>) -> std::path::PathBuf {
-    let path = hsm.dir.path().join(format!("doctor-{:08x}.toml", rand::random::<u32>()));
+fn config_with(
+    hsm: &Hsm,
+    backend: &str,
+    profiles_dir: Option<&std::path::Path>,
+) -> std::path::PathBuf {
+    let path = hsm
+        .dir
+        .path()
+        .join(format!("doctor-{:08x}.toml", rand::random::<u32>()));
     let profiles = profiles_dir
         .map(|p| format!("profiles_dir = \"{}\"\n", p.display()))
         .unwrap_or_default();
@@ -224,10 +244,26 @@ async fn doctor_and_custosd_name_each_broken_setup() {
     )
     .expect("profile");
     let cases: Vec<(String, i32, &str)> = vec![
-        (good.replace("env:CUSTOS_TEST_PIN", "env:WRONG_PIN"), 1, "PIN"),
-        (good.replace("token_label = \"custos\"", "token_label = \"nope\""), 1, "no token labelled \"nope\""),
-        (good.replace(custos_e2e::SOFTHSM_MODULE, "/nonexistent/libnope.so"), 1, "cannot load PKCS#11 module /nonexistent/libnope.so"),
-        (good.replace("\"softhsm2\"", "\"overpromise\""), 1, "CKM_ECDSA_SHA256"),
+        (
+            good.replace("env:CUSTOS_TEST_PIN", "env:WRONG_PIN"),
+            1,
+            "PIN",
+        ),
+        (
+            good.replace("token_label = \"custos\"", "token_label = \"nope\""),
+            1,
+            "no token labelled \"nope\"",
+        ),
+        (
+            good.replace(custos_e2e::SOFTHSM_MODULE, "/nonexistent/libnope.so"),
+            1,
+            "cannot load PKCS#11 module /nonexistent/libnope.so",
+        ),
+        (
+            good.replace("\"softhsm2\"", "\"overpromise\""),
+            1,
+            "CKM_ECDSA_SHA256",
+        ),
     ];
     for (backend, code, needle) in cases {
         let config = config_with(&hsm, &backend, Some(&profiles));
@@ -248,7 +284,10 @@ async fn doctor_and_custosd_name_each_broken_setup() {
         assert_eq!(out.status.code(), Some(code), "{needle}: {text}");
         assert!(text.contains(needle), "{needle}: {text}");
         assert!(!text.contains("panicked"), "{text}");
-        assert!(!text.contains("not-the-pin"), "the PIN is never printed: {text}");
+        assert!(
+            !text.contains("not-the-pin"),
+            "the PIN is never printed: {text}"
+        );
         // custosd itself refuses to start with the same message (except the
         // over-promising profile, which starts and warns).
         if needle != "CKM_ECDSA_SHA256" {

@@ -615,7 +615,9 @@ fn doctor(config: &PathBuf, backend: Option<&str>, json: bool) -> Result<(), Fai
             code: 1,
             message: "the token does not do everything its profile promises (see above)".into(),
         }),
-        _ => Err(usage("custosd doctor could not check the token (see above)".into())),
+        _ => Err(usage(
+            "custosd doctor could not check the token (see above)".into(),
+        )),
     }
 }
 

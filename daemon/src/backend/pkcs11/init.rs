@@ -25,9 +25,8 @@ pub(super) fn initialize(ctx: &Pkcs11, reserved: Option<&str>) -> Result<(), Bac
             // The string is leaked on purpose: a module may keep the pointer
             // for as long as it stays initialised, which is the process's life.
             let ptr: &'static mut [u8] = Box::leak(c.into_bytes_with_nul().into_boxed_slice());
-            let ptr = NonNull::new(ptr.as_mut_ptr().cast::<c_void>()).ok_or_else(|| {
-                BackendError::Internal("initialize_args pointer is null".into())
-            })?;
+            let ptr = NonNull::new(ptr.as_mut_ptr().cast::<c_void>())
+                .ok_or_else(|| BackendError::Internal("initialize_args pointer is null".into()))?;
             // SAFETY: `ptr` points to a NUL-terminated string that lives for
             // the rest of the process (leaked above) and is never written.
             #[allow(unsafe_code)]

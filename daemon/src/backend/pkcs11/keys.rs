@@ -60,8 +60,18 @@ pub(super) fn generate(
         Attribute::Id(id),
         Attribute::Label(label),
     ];
-    public_t.extend(keygen.public.iter().filter_map(|(n, v)| extra_attribute(n, *v)));
-    private_t.extend(keygen.private.iter().filter_map(|(n, v)| extra_attribute(n, *v)));
+    public_t.extend(
+        keygen
+            .public
+            .iter()
+            .filter_map(|(n, v)| extra_attribute(n, *v)),
+    );
+    private_t.extend(
+        keygen
+            .private
+            .iter()
+            .filter_map(|(n, v)| extra_attribute(n, *v)),
+    );
     let mechanism = match alg {
         Algorithm::ES256 => {
             public_t.push(Attribute::EcParams(P256_OID.to_vec()));

@@ -23,8 +23,8 @@ use crate::config::Pkcs11Config;
 use crate::secret::Secret;
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::MechanismType;
-use cryptoki::slot::Slot;
 use cryptoki::object::ObjectHandle;
+use cryptoki::slot::Slot;
 use pool::SessionPool;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -68,7 +68,9 @@ impl Pkcs11Backend {
         let slot = select_slot(&ctx, config, &profile)?;
         match ctx.get_mechanism_list(slot) {
             Ok(listed) => resolve_mechanisms(&mut profile, &listed),
-            Err(e) => tracing::warn!(error = %e, "cannot list the token's mechanisms; using the profile's"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the token's mechanisms; using the profile's")
+            }
         }
         let pool = SessionPool::new(
             ctx,

@@ -133,7 +133,9 @@ impl SessionPool {
     }
 
     /// The mechanisms the token lists.
-    pub(super) fn mechanisms(&self) -> Result<Vec<cryptoki::mechanism::MechanismType>, BackendError> {
+    pub(super) fn mechanisms(
+        &self,
+    ) -> Result<Vec<cryptoki::mechanism::MechanismType>, BackendError> {
         self.ctx
             .get_mechanism_list(self.slot)
             .map_err(|e| super::errors::map("listing mechanisms", e))
