@@ -144,7 +144,7 @@ impl Default for Hsm {
 }
 
 /// How to configure a daemon under test.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DaemonConfig {
     /// PKCS#11 module path (empty: the token's own).
     pub module: String,
@@ -158,17 +158,6 @@ pub struct DaemonConfig {
     pub socket_dir: Option<PathBuf>,
 }
 
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        Self {
-            module: String::new(),
-            env: Vec::new(),
-            extra_toml: String::new(),
-            server_toml: String::new(),
-            socket_dir: None,
-        }
-    }
-}
 
 /// A running `custosd` with its own socket and state directory.
 #[derive(Debug)]

@@ -163,6 +163,7 @@ async fn exercise(hsm: Hsm) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("=> OK"), "{text}");
+    println!("custos doctor on {}:\n{text}", hsm.profile);
     assert!(
         text.contains("orphans (on the token, not in the manifest): none"),
         "{text}"
