@@ -158,7 +158,6 @@ pub struct DaemonConfig {
     pub socket_dir: Option<PathBuf>,
 }
 
-
 /// A running `custosd` with its own socket and state directory.
 #[derive(Debug)]
 pub struct Daemon {
