@@ -23,10 +23,19 @@ impl RawMessage {
     /// # Errors
     /// A message saying what is malformed.
     pub fn parse(raw: &[u8]) -> Result<Self, String> {
-        let (head_end, sep_len) = find(raw, b"\r\n\r\n")
-            .map(|i| (i, 4))
-            .or_else(|| find(raw, b"\n\n").map(|i| (i, 2)))
-            .unwrap_or((raw.len(), 0));
+        // The head ends at the first blank line, whichever line ending it uses.
+        let crlf_end = find(raw, b"\r\n\r\n").map(|i| (i, 4));
+        let lf_end = find(raw, b"\n\n").map(|i| (i, 2));
+        let (head_end, sep_len) = match (crlf_end, lf_end) {
+            (Some(a), Some(b)) => {
+                if a.0 <= b.0 {
+                    a
+                } else {
+                    b
+                }
+            }
+            (a, b) => a.or(b).unwrap_or((raw.len(), 0)),
+        };
         let head = std::str::from_utf8(&raw[..head_end])
             .map_err(|_| "the message head is not UTF-8 text".to_string())?;
         let crlf = head.contains("\r\n");
@@ -46,6 +55,13 @@ impl RawMessage {
                 return Err(format!("header name {name:?} is not valid"));
             }
             fields.push((name.to_string(), value.trim().to_string()));
+        }
+        if fields.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("transfer-encoding") && !v.eq_ignore_ascii_case("identity")
+        }) {
+            return Err(
+                "Transfer-Encoding is not supported: give the message with its decoded body and a Content-Length".into(),
+            );
         }
         let mut body = raw[(head_end + sep_len).min(raw.len())..].to_vec();
         if let Some((_, len)) = fields
@@ -102,6 +118,10 @@ impl RawMessage {
                 let target_uri = if target.starts_with("http://") || target.starts_with("https://")
                 {
                     (*target).to_string()
+                } else if !target.starts_with('/') {
+                    return Err(format!(
+                        "request target {target:?} is neither an absolute URI nor a path starting with /"
+                    ));
                 } else {
                     let host = self
                         .fields
@@ -182,5 +202,18 @@ mod tests {
             .unwrap()
             .to_proto("https")
             .is_err());
+        // An LF message whose body holds CRLFCRLF ends its head at the first blank line.
+        let m = RawMessage::parse(b"POST /a HTTP/1.1\nHost: h\n\n\"a\": 1\r\n\r\nx").unwrap();
+        assert_eq!(m.fields.len(), 1);
+        assert!(RawMessage::parse(
+            b"POST /a HTTP/1.1\nHost: h\nTransfer-Encoding: chunked\n\n1\r\na\r\n0\r\n\r\n"
+        )
+        .is_err());
+        assert!(
+            RawMessage::parse(b"GET .evil.com/x HTTP/1.1\nHost: example.com\n\n")
+                .unwrap()
+                .to_proto("https")
+                .is_err()
+        );
     }
 }

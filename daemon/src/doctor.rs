@@ -60,12 +60,16 @@ pub struct BackendReport {
     pub missing: Vec<String>,
     /// The profile's known limits.
     pub limits: Vec<String>,
+    /// Why the manifest could not be read (orphans and missing keys unchecked).
+    pub manifest_error: Option<String>,
 }
 
 impl BackendReport {
     /// Whether the token does everything its profile promises.
     pub fn ok(&self) -> bool {
-        self.error.is_none() && self.algorithms.iter().all(|a| a.ok)
+        self.error.is_none()
+            && self.manifest_error.is_none()
+            && self.algorithms.iter().all(|a| a.ok)
     }
 }
 
@@ -88,7 +92,16 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
             }
         }
     }
-    let manifest = FileStore::new(config.server.state_dir.clone()).load().ok();
+    // The orphan check reads the file manifest; a manifest kept on a token
+    // is read by custosd itself (and reported in its log at start).
+    let token_manifest = config.keyring.manifest.starts_with("token:");
+    let manifest = if token_manifest {
+        Err(String::new())
+    } else {
+        FileStore::new(config.server.state_dir.clone())
+            .load()
+            .map_err(|e| e.to_string())
+    };
     let mut reports = Vec::new();
     for (name, b) in &config.backends {
         let BackendConfig::Pkcs11(p) = b else {
@@ -108,7 +121,13 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
             orphans: Vec::new(),
             missing: Vec::new(),
             limits: Vec::new(),
+            manifest_error: manifest.as_ref().err().filter(|e| !e.is_empty()).cloned(),
         };
+        if token_manifest {
+            report.limits.push(
+                "the manifest is kept on a token (manifest = token:...): orphans are not checked here; custosd logs them at start".into(),
+            );
+        }
         let opened = HsmProfile::load(&p.profile, config.server.profiles_dir.as_deref()).and_then(
             |profile| {
                 report.profile_tested = profile.tested;
@@ -119,7 +138,8 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
         );
         match opened {
             Ok(backend) => {
-                check_backend(&backend, name, manifest.as_ref(), &mut report);
+                check_backend(&backend, name, manifest.as_ref().ok(), &mut report);
+                backend.release_sessions();
                 // Not dropped: opencryptoki 3.8 crashes in C_Finalize; the
                 // doctor is a one-shot process and the OS ends its sessions.
                 std::mem::forget(backend);
@@ -214,10 +234,18 @@ fn check_algorithm(backend: &Pkcs11Backend, alg: Algorithm) -> Result<(String, u
         .generate(&key, alg)
         .map_err(|e| format!("key generation failed: {e}"))?;
     let result = use_key(backend, &key, alg, &public);
-    let destroyed = backend.destroy(&key);
-    let (detail, micros) = result?;
-    destroyed.map_err(|e| format!("{detail}; but destroying the test key failed: {e}"))?;
-    Ok((detail, micros))
+    match (result, backend.destroy(&key)) {
+        (Ok(r), Ok(())) => Ok(r),
+        (Ok((detail, _)), Err(e)) => Err(format!(
+            "{detail}; but destroying the test key {} failed: {e}",
+            key.label
+        )),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(d)) => Err(format!(
+            "{e}; and destroying the test key {} failed too: {d}",
+            key.label
+        )),
+    }
 }
 
 fn use_key(
@@ -269,10 +297,26 @@ fn use_key(
     verifier
         .verify_raw(message, &signature)
         .map_err(|_| "the signature does not verify with OpenSSL".to_string())?;
-    Ok((
-        "signature verified by OpenSSL; sensitive, not extractable".into(),
-        micros,
-    ))
+    let mut detail = String::from("signature verified by OpenSSL; sensitive, not extractable");
+    if alg == Algorithm::PS256 {
+        // RSA keys also sign HTTP messages as rsa-pss-sha512 (RFC 9421).
+        let sig = backend
+            .sign_rsa_pss_sha512(key, alg, message)
+            .map_err(|e| format!("PS256 works, but rsa-pss-sha512 (HTTP signatures) fails: {e}"))?;
+        let jwk = crate::jose::jwk::public_jwk(public, "doctor", alg);
+        let mut members = jwk.as_object().cloned().unwrap_or_default();
+        members.remove("alg");
+        crate::httpsig::keys::verify(&members, Some("rsa-pss-sha512"), message, &sig).map_err(
+            |e| {
+                format!(
+                    "rsa-pss-sha512 signature does not verify with OpenSSL: {}",
+                    e.detail
+                )
+            },
+        )?;
+        detail.push_str("; rsa-pss-sha512 too");
+    }
+    Ok((detail, micros))
 }
 
 /// RSA-OAEP (SHA-256) encryption in software, to test decryption on the token.
@@ -327,6 +371,9 @@ pub fn render(reports: &[BackendReport]) -> String {
         if let Some(e) = &r.error {
             out.push_str(&format!("  FAILED: {e}\n"));
             continue;
+        }
+        if let Some(e) = &r.manifest_error {
+            out.push_str(&format!("  FAILED: cannot read the manifest: {e}\n"));
         }
         out.push_str(&format!(
             "  token lists {} mechanisms\n",

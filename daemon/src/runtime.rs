@@ -355,8 +355,11 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         audit: setup.audit,
         tls,
     };
-    let result = crate::server::serve(keyring, options, listener, shutdown_signal()).await;
+    let result = crate::server::serve(keyring.clone(), options, listener, shutdown_signal()).await;
     background.abort();
+    // End the device sessions cleanly (C_CloseSession); the process then
+    // exits without C_Finalize (see main.rs).
+    keyring.release_sessions();
     let _ = std::fs::remove_file(&config.server.socket);
     tracing::info!("custosd stopped");
     result

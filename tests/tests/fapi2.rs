@@ -339,7 +339,16 @@ async fn http_signature_refusals_give_reasons() {
     assert_eq!(v.reason, "unknown_kid", "{}", v.detail);
 
     let v = verify(good.clone(), "http", 0, "fapi-2-response").await;
-    assert!(!v.valid);
+    assert_eq!(v.reason, "wrong_tag", "{}", v.detail);
+
+    let mut stripped = good.clone();
+    stripped.body = Vec::new();
+    let v = verify(stripped, "http", 0, "").await;
+    assert_eq!(
+        v.reason, "digest_mismatch",
+        "a removed body is caught: {}",
+        v.detail
+    );
 
     let partial = sign(vec!["@method".into(), "@target-uri".into()]).await;
     let v = verify(partial, "http", 0, "").await;
@@ -376,6 +385,30 @@ async fn http_signature_refusals_give_reasons() {
         .await,
     );
     assert_eq!(code, Code::InvalidArgument);
+    let mut not_http = resource_request();
+    not_http.target_uri = "urn:example:x".into();
+    let (code, _) = refused(
+        c.sign_http_message(proto::SignHttpMessageRequest {
+            keyset: "http".into(),
+            message: Some(not_http),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(code, Code::InvalidArgument);
+    // A PKCS#1 v1.5 (RS256) keyset does not sign HTTP messages.
+    let mut rs = spec("rs256", "RS256", &["http_message"]);
+    rs.profile = Some("oidc".into());
+    c.create_keyset(rs).await.expect("create");
+    let (code, msg) = refused(
+        c.sign_http_message(proto::SignHttpMessageRequest {
+            keyset: "rs256".into(),
+            message: Some(resource_request()),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(code, Code::FailedPrecondition, "{msg}");
 
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let v = verify(good, "http", 1, "").await;
@@ -483,6 +516,18 @@ async fn a_response_signature_covers_the_request_signature() {
     };
     let v = check(request).await;
     assert!(v.valid, "{} {}", v.reason, v.detail);
+    // Without the request it answers, a response is not verified by default.
+    let (code, msg) = refused(
+        c.verify_http_message(proto::VerifyHttpMessageRequest {
+            message: Some(signed_response.clone()),
+            keys: Some(proto::verify_http_message_request::Keys::Keyset(
+                "rs".into(),
+            )),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
     // Another signature on the same request (ECDSA is randomized): the
     // response no longer verifies.
     let resigned = signed_request(c.clone()).await;
@@ -582,7 +627,10 @@ async fn ciba_requests_and_push_mode_id_tokens() {
     c.create_keyset(spec("client", "ES256", &["request_object"]))
         .await
         .expect("create");
-    c.create_keyset(spec("ids", "PS256", &["id_token"]))
+    let mut oidc = spec("ids", "PS256", &["id_token"]);
+    oidc.profile = Some("oidc".into());
+    c.create_keyset(oidc).await.expect("create");
+    c.create_keyset(spec("fapi-ids", "PS256", &["id_token"]))
         .await
         .expect("create");
     let set = jwks(&c).await;
@@ -675,6 +723,19 @@ async fn ciba_requests_and_push_mode_id_tokens() {
         })
         .await
         .expect("push id token");
+    // FAPI-CIBA forbids push mode: a FAPI keyset refuses it.
+    let (code, msg) = refused(
+        c.sign_id_token(proto::SignIdTokenRequest {
+            keyset: "fapi-ids".into(),
+            claims_json: json!({"iss": "https://as.bank", "sub": "alice", "aud": "client-1", "exp": now() + 300}).to_string(),
+            access_token: "at-123".into(),
+            auth_req_id: "1c266114".into(),
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(code, Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("push"), "{msg}");
     let v = verify_with_jwks(&id.token, &set).expect("verify");
     assert_eq!(
         v.claims["urn:openid:params:jwt:claim:auth_req_id"],

@@ -48,10 +48,25 @@ pub fn build(input: IdTokenInput, alg: Algorithm, ctx: &Context) -> Result<Token
             c.insert(name.into(), Value::String(token_hash(alg, &v)));
         }
     }
-    if let Some(id) = input.auth_req_id.filter(|v| !v.is_empty()) {
+    // CIBA push mode (CIBA Core 10.3.1): auth_req_id with at_hash, and
+    // rt_hash when a refresh token was issued; rt_hash only in push mode.
+    let auth_req_id = input.auth_req_id.filter(|v| !v.is_empty());
+    let refresh_token = input.refresh_token.filter(|v| !v.is_empty());
+    match (&auth_req_id, &refresh_token) {
+        (None, Some(_)) => return Err(claims::invalid(
+            "a refresh token (rt_hash) belongs only to a CIBA push-mode ID token: give auth_req_id",
+        )),
+        (Some(_), _) if !c.contains_key("at_hash") => {
+            return Err(claims::invalid(
+                "a CIBA push-mode ID token needs at_hash: give the access token",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(id) = auth_req_id {
         c.insert(AUTH_REQ_ID.into(), Value::String(id));
     }
-    if let Some(rt) = input.refresh_token.filter(|v| !v.is_empty()) {
+    if let Some(rt) = refresh_token {
         c.insert(RT_HASH.into(), Value::String(token_hash(alg, &rt)));
     }
     Ok(Token {
@@ -157,6 +172,32 @@ mod tests {
             .to_string();
             assert!(err.contains(needle), "{v}: {err}");
         }
+    }
+
+    #[test]
+    fn push_mode_needs_at_hash_and_rt_hash_needs_push_mode() {
+        let push = |at: Option<&str>, id: Option<&str>, rt: Option<&str>| {
+            build(
+                IdTokenInput {
+                    claims: claims(base()),
+                    access_token: at.map(String::from),
+                    auth_req_id: id.map(String::from),
+                    refresh_token: rt.map(String::from),
+                    ..Default::default()
+                },
+                Algorithm::ES256,
+                &ctx(),
+            )
+        };
+        assert!(push(None, Some("id"), None)
+            .unwrap_err()
+            .to_string()
+            .contains("at_hash"));
+        assert!(push(Some("at"), None, Some("rt"))
+            .unwrap_err()
+            .to_string()
+            .contains("auth_req_id"));
+        assert!(push(Some("at"), Some("id"), None).is_ok());
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The signature base (RFC 9421 2.5) and the `Signature-Input` /
 //! `Signature` field values (RFC 9421 4).
 
-use super::component::Component;
+use super::component::{Component, ValueError};
 use super::message::Message;
 use sfv::{BareItem, Dictionary, FieldType, InnerList, Item, Key, ListEntry, Parameters};
+
+/// The most components one signature may cover (FAPI needs fewer than 10).
+pub const MAX_COMPONENTS: usize = 32;
 
 /// The signature parameters Custos writes, in this order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,29 +110,38 @@ pub fn signature_field(label_name: &str, signature: &[u8]) -> Result<String, Str
 /// of `Signature-Input`, exactly as sent).
 ///
 /// # Errors
-/// A message for a repeated component or one the message lacks.
+/// [`ValueError`] for a repeated component, too many, or one the message lacks.
 pub fn signature_base(
     components: &[Component],
     message: &Message,
     request: Option<&Message>,
     params_line: &str,
-) -> Result<String, String> {
+) -> Result<String, ValueError> {
+    if components.len() > MAX_COMPONENTS {
+        return Err(ValueError::Invalid(format!(
+            "{} components; at most {MAX_COMPONENTS} are accepted",
+            components.len()
+        )));
+    }
     let mut base = String::new();
-    let mut seen = Vec::with_capacity(components.len());
+    let mut seen = std::collections::HashSet::with_capacity(components.len());
     for c in components {
         let id = c.serialize();
-        if seen.contains(&id) {
-            return Err(format!("component {id} is covered twice"));
+        if !seen.insert(id.clone()) {
+            return Err(ValueError::Invalid(format!(
+                "component {id} is covered twice"
+            )));
         }
         let value = c.value(message, request)?;
         if value.contains('\n') || value.contains('\r') {
-            return Err(format!("component {id} has a line break in its value"));
+            return Err(ValueError::Invalid(format!(
+                "component {id} has a line break in its value"
+            )));
         }
         base.push_str(&id);
         base.push_str(": ");
         base.push_str(&value);
         base.push('\n');
-        seen.push(id);
     }
     base.push_str("\"@signature-params\": ");
     base.push_str(params_line);

@@ -4,7 +4,7 @@
 //! `tag`, `Content-Digest`).
 
 use super::base::signature_base;
-use super::component::Component;
+use super::component::{Component, ValueError};
 use super::digest;
 use super::message::Message;
 use crate::jose::verify::{invalid, Invalid, Reason};
@@ -70,10 +70,19 @@ pub fn received(
     };
     let chosen: Vec<(&Key, &ListEntry)> = match (label, tag) {
         (Some(l), _) => inputs.iter().filter(|(k, _)| k.as_str() == l).collect(),
-        (None, Some(t)) => inputs
-            .iter()
-            .filter(|(_, e)| tag_of(e).as_deref() == Some(t))
-            .collect(),
+        // By tag; when no signature has it but there is only one, that one
+        // is checked (and refused with wrong_tag by `apply`).
+        (None, Some(t)) => {
+            let tagged: Vec<_> = inputs
+                .iter()
+                .filter(|(_, e)| tag_of(e).as_deref() == Some(t))
+                .collect();
+            if tagged.is_empty() && inputs.len() == 1 {
+                inputs.iter().collect()
+            } else {
+                tagged
+            }
+        }
         (None, None) => inputs.iter().collect(),
     };
     let [(key, entry)] = chosen.as_slice() else {
@@ -117,8 +126,10 @@ pub fn received(
         .ok_or_else(|| malformed("empty Signature-Input"))?;
     let params_line = super::base::params_line(&serialized, key.as_str())
         .ok_or_else(|| malformed("Signature-Input does not serialize"))?;
-    let base = signature_base(&components, message, request, params_line)
-        .map_err(|e| invalid(Reason::MissingComponent, e))?;
+    let base = signature_base(&components, message, request, params_line).map_err(|e| match e {
+        ValueError::Missing(m) => invalid(Reason::MissingComponent, m),
+        ValueError::Invalid(m) => malformed(m),
+    })?;
     let signature = match signatures.get(key.as_str()) {
         Some(ListEntry::Item(i)) => i
             .bare_item
@@ -160,31 +171,46 @@ pub struct Policy {
     pub tag: Option<String>,
 }
 
+/// The label of a message's only signature, if it has exactly one.
+pub fn only_signature_label(message: &Message) -> Option<String> {
+    let field = message.field("signature")?;
+    let dict: Dictionary = Parser::new(&field).parse().ok()?;
+    let mut keys = dict.keys();
+    match (keys.next(), keys.next()) {
+        (Some(k), None) => Some(k.as_str().to_string()),
+        _ => None,
+    }
+}
+
 /// The components FAPI 2.0 Message Signing wants covered: for a request
 /// `@method`, `@target-uri`, and `authorization`, `dpop` and
 /// `content-digest` when present; for a response `@status` and
 /// `content-digest` when present, plus, when the request is known,
-/// `@method;req` and `@target-uri;req`.
+/// `@method;req`, `@target-uri;req` and the request's signature
+/// (`"signature";req;key="sig1"`) when it has exactly one.
 pub fn fapi_components(message: &Message, request: Option<&Message>) -> Vec<Component> {
-    let mut names: Vec<&str> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     if message.is_response() {
-        names.push("@status");
-        if request.is_some() {
-            names.extend(["@method;req", "@target-uri;req"]);
+        names.push("@status".into());
+        if let Some(r) = request {
+            names.extend(["@method;req".into(), "@target-uri;req".into()]);
+            if let Some(label) = only_signature_label(r) {
+                names.push(format!("\"signature\";req;key=\"{label}\""));
+            }
         }
     } else {
-        names.extend(["@method", "@target-uri"]);
+        names.extend(["@method".into(), "@target-uri".into()]);
         for f in ["authorization", "dpop"] {
             if message.has_field(f) {
-                names.push(f);
+                names.push(f.into());
             }
         }
     }
     if message.has_body() || message.has_field("content-digest") {
-        names.push("content-digest");
+        names.push("content-digest".into());
     }
     names
-        .into_iter()
+        .iter()
         .filter_map(|n| Component::parse(n).ok())
         .collect()
 }
@@ -236,14 +262,18 @@ pub fn apply(received: &Received, message: &Message, policy: &Policy) -> Result<
             ));
         }
     }
-    if let Some(body) = message.body.as_deref().filter(|b| !b.is_empty()) {
-        let field = message.field("content-digest").ok_or_else(|| {
-            invalid(
+    // The body is checked against Content-Digest whenever either exists:
+    // a stripped body does not match its digest.
+    let body = message.body.as_deref().unwrap_or_default();
+    match message.field("content-digest") {
+        Some(field) => digest::check(&field, body)?,
+        None if !body.is_empty() => {
+            return Err(invalid(
                 Reason::MissingComponent,
                 "the message has a body but no Content-Digest",
-            )
-        })?;
-        digest::check(&field, body)?;
+            ))
+        }
+        None => {}
     }
     Ok(())
 }

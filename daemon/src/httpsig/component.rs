@@ -6,6 +6,30 @@
 use super::message::Message;
 use sfv::{BareItem, Dictionary, FieldType, Item, ListEntry, Parameters, Parser};
 
+/// Why a component has no value in a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueError {
+    /// The message lacks it (a field, a dictionary member, the request).
+    Missing(String),
+    /// It cannot be taken from this message at all (a request-only component
+    /// of a response, a duplicate, a line break, a bad target URI).
+    Invalid(String),
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing(m) | Self::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<ValueError> for String {
+    fn from(e: ValueError) -> Self {
+        e.to_string()
+    }
+}
+
 /// One covered component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Component {
@@ -115,35 +139,40 @@ impl Component {
     /// The component's value in `message` (or in `request` for `req`).
     ///
     /// # Errors
-    /// A message when the message lacks the component.
-    pub fn value(&self, message: &Message, request: Option<&Message>) -> Result<String, String> {
+    /// [`ValueError`] saying whether the component is missing or cannot apply.
+    pub fn value(
+        &self,
+        message: &Message,
+        request: Option<&Message>,
+    ) -> Result<String, ValueError> {
         let source = if self.from_request() {
             if message.is_response() {
                 request.ok_or_else(|| {
-                    format!(
+                    ValueError::Missing(format!(
                         "{} is taken from the request: give the request too",
                         self.serialize()
-                    )
+                    ))
                 })?
             } else {
-                return Err(format!(
+                return Err(ValueError::Invalid(format!(
                     "{} has req, but the message is itself a request",
                     self.serialize()
-                ));
+                )));
             }
         } else {
             message
         };
         if self.name.starts_with('@') {
-            return source.derived(&self.name);
+            return source.derived(&self.name).map_err(ValueError::Invalid);
         }
-        let value = source
-            .field(&self.name)
-            .ok_or_else(|| format!("the message has no {:?} field", self.name))?;
+        let value = source.field(&self.name).ok_or_else(|| {
+            ValueError::Missing(format!("the message has no {:?} field", self.name))
+        })?;
         match self.key() {
             None => Ok(value),
-            Some(key) => dictionary_member(&value, key)
-                .ok_or_else(|| format!("field {:?} has no member {key:?}", self.name)),
+            Some(key) => dictionary_member(&value, key).ok_or_else(|| {
+                ValueError::Missing(format!("field {:?} has no member {key:?}", self.name))
+            }),
         }
     }
 }
@@ -156,14 +185,14 @@ fn sf_string(s: &str) -> Result<sfv::String, String> {
 fn dictionary_member(field: &str, key: &str) -> Option<String> {
     let dict: Dictionary = Parser::new(field).parse().ok()?;
     let (k, entry) = dict.get_key_value(key)?;
-    let one: Dictionary = [(k.clone(), entry.clone())].into_iter().collect();
-    let text = one.serialize()?;
     match entry {
-        // A bare `key` is boolean true.
-        ListEntry::Item(i) if text == k.as_str() => {
-            Some(Item::with_params(BareItem::Boolean(true), i.params.clone()).serialize())
+        // An item serializes on its own (`?1;a=1` for a bare `key;a=1`).
+        ListEntry::Item(i) => Some(i.serialize()),
+        ListEntry::InnerList(_) => {
+            let one: Dictionary = [(k.clone(), entry.clone())].into_iter().collect();
+            let text = one.serialize()?;
+            text.strip_prefix(&format!("{key}=")).map(str::to_string)
         }
-        _ => text.strip_prefix(&format!("{key}=")).map(str::to_string),
     }
 }
 
@@ -219,6 +248,20 @@ mod tests {
         assert_eq!(v("\"signature\";req;key=\"sig2\"").unwrap(), ":AwQ=:");
         assert!(v("\"signature\";req;key=\"sig3\"").is_err());
         assert!(v("authorization").is_err());
+        let flags = Message {
+            status: Some(200),
+            fields: vec![("X-Dict".into(), "a=1, b;p=2, c=(x y)".into())],
+            ..Message::default()
+        };
+        let member = |k: &str| {
+            Component::parse(&format!("\"x-dict\";key=\"{k}\""))
+                .unwrap()
+                .value(&flags, None)
+                .unwrap()
+        };
+        assert_eq!(member("a"), "1");
+        assert_eq!(member("b"), "?1;p=2");
+        assert_eq!(member("c"), "(x y)");
         assert!(Component::parse("@method;req")
             .unwrap()
             .value(&request, None)

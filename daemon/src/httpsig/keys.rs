@@ -35,8 +35,10 @@ impl HttpAlg {
         match alg {
             Algorithm::ES256 => Some(Self::EcdsaP256Sha256),
             Algorithm::EdDSA => Some(Self::Ed25519),
-            Algorithm::PS256 | Algorithm::RS256 => Some(Self::RsaPssSha512),
-            Algorithm::RsaOaep256 => None,
+            // A PSS key signs PSS; PKCS#1 v1.5 (RS256) keys and decryption
+            // keys do not sign HTTP messages.
+            Algorithm::PS256 => Some(Self::RsaPssSha512),
+            Algorithm::RS256 | Algorithm::RsaOaep256 => None,
         }
     }
 
@@ -98,6 +100,31 @@ pub fn verify(
             return Err(invalid(
                 Reason::UnknownKid,
                 format!("the JWK has the private member {private:?}"),
+            ));
+        }
+    }
+    if let Some(u) = jwk
+        .get("use")
+        .and_then(Value::as_str)
+        .filter(|u| *u != "sig")
+    {
+        return Err(invalid(
+            Reason::UnknownKid,
+            format!("the JWK is registered for use {u:?}, not signatures"),
+        ));
+    }
+    // A JWK that names its JOSE algorithm must name one of the same family
+    // as the HTTP algorithm (an RS256 key does not verify PSS).
+    if let Some(a) = jwk.get("alg").and_then(Value::as_str) {
+        let fits = match alg {
+            HttpAlg::EcdsaP256Sha256 => a == "ES256",
+            HttpAlg::Ed25519 => a == "EdDSA" || a == "Ed25519",
+            HttpAlg::RsaPssSha512 => matches!(a, "PS256" | "PS384" | "PS512"),
+        };
+        if !fits {
+            return Err(invalid(
+                Reason::AlgMismatch,
+                format!("the JWK is for alg {a}, not {alg}"),
             ));
         }
     }

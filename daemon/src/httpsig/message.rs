@@ -32,7 +32,7 @@ impl Message {
             .fields
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
+            .map(|(_, v)| v.trim_matches([' ', '\t']))
             .collect();
         (!values.is_empty()).then(|| values.join(", "))
     }
@@ -73,21 +73,16 @@ impl Message {
                     .target_uri
                     .as_deref()
                     .ok_or_else(|| format!("{name} belongs to requests only"))?;
-                let url = Url::parse(raw)
-                    .map_err(|e| format!("the target URI {raw:?} is not absolute: {e}"))?;
-                let query = url.query().map(|q| format!("?{q}"));
+                let parts = split_target(raw)?;
                 Ok(match name {
-                    "@authority" => {
-                        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-                        match url.port() {
-                            Some(p) => format!("{host}:{p}"),
-                            None => host,
-                        }
-                    }
-                    "@scheme" => url.scheme().to_string(),
-                    "@path" => url.path().to_string(),
-                    "@query" => query.unwrap_or_else(|| "?".into()),
-                    _ => format!("{}{}", url.path(), query.unwrap_or_default()),
+                    "@authority" => parts.authority,
+                    "@scheme" => parts.scheme,
+                    "@path" => parts.path.to_string(),
+                    "@query" => format!("?{}", parts.query.unwrap_or_default()),
+                    _ => match parts.query {
+                        Some(q) => format!("{}?{q}", parts.path),
+                        None => parts.path.to_string(),
+                    },
                 })
             }
             other => Err(format!(
@@ -96,6 +91,62 @@ impl Message {
             )),
         }
     }
+}
+
+/// The parts of an absolute target URI as RFC 9421 2.2 uses them: the
+/// scheme and authority normalised (lower case, default port dropped),
+/// path and query exactly as sent (no dot-segment removal or re-encoding).
+#[derive(Debug)]
+struct Target<'a> {
+    scheme: String,
+    authority: String,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+fn split_target(raw: &str) -> Result<Target<'_>, String> {
+    let url =
+        Url::parse(raw).map_err(|e| format!("the target URI {raw:?} is not absolute: {e}"))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("the target URI {raw:?} has no host"))?
+        .to_ascii_lowercase();
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    };
+    // Path and query from the raw text: after "scheme://authority".
+    let after_scheme = raw
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| format!("the target URI {raw:?} is not absolute"))?;
+    let rest = after_scheme
+        .find(['/', '?', '#'])
+        .map_or("", |i| &after_scheme[i..]);
+    let rest = rest.split('#').next().unwrap_or_default();
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    Ok(Target {
+        scheme: url.scheme().to_string(),
+        authority,
+        path: if path.is_empty() { "/" } else { path },
+        query,
+    })
+}
+
+/// Checks that a request's target URI is an absolute http(s) URI with a host.
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn check_target_uri(raw: &str) -> Result<(), String> {
+    let t = split_target(raw)?;
+    if t.scheme != "https" && t.scheme != "http" {
+        return Err(format!("the target URI {raw:?} is not http or https"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -136,6 +187,16 @@ mod tests {
             "/path?param=value&foo=bar"
         );
         assert!(m.derived("@status").is_err());
+        // Path and query stay exactly as sent.
+        let raw = Message {
+            target_uri: Some("https://a.example/x/../y%2fz?b=%7e&a".into()),
+            ..Message::default()
+        };
+        assert_eq!(raw.derived("@path").unwrap(), "/x/../y%2fz");
+        assert_eq!(raw.derived("@query").unwrap(), "?b=%7e&a");
+        assert!(check_target_uri("urn:x:y").is_err());
+        assert!(check_target_uri("ftp://a.example/").is_err());
+        assert!(check_target_uri("https://a.example").is_ok());
         assert!(m.derived("@query-param").is_err());
         let no_query = Message {
             target_uri: Some("http://www.example.com:8080/".into()),

@@ -269,6 +269,13 @@ impl Keyring {
             .clone()
     }
 
+    /// Closes every backend's pooled device sessions (at shutdown).
+    pub fn release_sessions(&self) {
+        for b in self.backends.values() {
+            b.release_sessions();
+        }
+    }
+
     /// Where the manifest lives, for logs.
     pub fn store_description(&self) -> String {
         self.store.describe()

@@ -23,6 +23,8 @@ use tonic::Status;
 pub(crate) const DEFAULT_MAX_AGE: i64 = 300;
 /// The largest body Custos digests (the gRPC message limit is the other bound).
 const MAX_BODY: usize = 1024 * 1024;
+/// The most header fields a message may have.
+const MAX_FIELDS: usize = 200;
 
 fn bad(m: impl Into<String>) -> Status {
     to_status(Error::InvalidArgument(m.into()))
@@ -49,10 +51,19 @@ pub(crate) fn message(m: pb::HttpMessage, what: &str) -> Result<Message, Status>
         s @ 100..=999 => Some(s as u16),
         s => return Err(bad(format!("status {s} is not a three-digit HTTP status"))),
     };
+    if !is_response {
+        crate::httpsig::message::check_target_uri(&m.target_uri).map_err(bad)?;
+    }
+    if m.fields.len() > MAX_FIELDS {
+        return Err(bad(format!(
+            "the {what} has {} header fields; at most {MAX_FIELDS} are accepted",
+            m.fields.len()
+        )));
+    }
     for f in &m.fields {
         if f.name.is_empty()
             || !f.name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-            || f.value.contains(['\r', '\n'])
+            || f.value.chars().any(|c| c.is_control() && c != '\t')
         {
             return Err(bad(format!(
                 "header field {:?} is not a valid field",
@@ -114,16 +125,17 @@ impl SignerService {
         req: pb::SignHttpMessageRequest,
     ) -> Result<pb::SignHttpMessageResponse, Status> {
         let mut msg = message(req.message.unwrap_or_default(), "message")?;
-        let request = req.request.map(|r| message(r, "request")).transpose()?;
-        if request.is_some() && !msg.is_response() {
-            return Err(bad("a request is given only with a response to sign"));
-        }
+        let request = request_of(req.request, &msg)?;
         let key = self
             .keyring
             .active_key(&req.keyset, Purpose::HttpMessage)
             .map_err(to_status)?;
-        let alg = HttpAlg::for_key(key.alg)
-            .ok_or_else(|| bad(format!("a {} keyset does not sign", key.alg)))?;
+        let alg = HttpAlg::for_key(key.alg).ok_or_else(|| {
+            to_status(Error::FailedPrecondition(format!(
+                "a {} keyset does not sign HTTP messages: use ES256, EdDSA or PS256",
+                key.alg
+            )))
+        })?;
         let mut content_digest = String::new();
         if let Some(body) = msg.body.as_deref() {
             if !msg.has_field("content-digest") {
@@ -141,15 +153,7 @@ impl SignerService {
             }
         }
         let covered = if req.components.is_empty() {
-            let mut c = check::fapi_components(&msg, request.as_ref());
-            // A response also covers the request's signature when it has one.
-            if let Some(sig_label) = request.as_ref().and_then(only_signature_label) {
-                c.push(
-                    Component::parse(&format!("\"signature\";req;key=\"{sig_label}\""))
-                        .map_err(bad)?,
-                );
-            }
-            c
+            check::fapi_components(&msg, request.as_ref())
         } else {
             components(&req.components)?
         };
@@ -200,15 +204,17 @@ impl SignerService {
     }
 }
 
-/// The label of a request's only signature, if it has exactly one.
-fn only_signature_label(request: &Message) -> Option<String> {
-    let field = request.field("signature")?;
-    let dict: sfv::Dictionary = sfv::Parser::new(&field).parse().ok()?;
-    let mut keys = dict.keys();
-    match (keys.next(), keys.next()) {
-        (Some(k), None) => Some(k.as_str().to_string()),
-        _ => None,
+/// The request a response answers, checked to be a request.
+fn request_of(r: Option<pb::HttpMessage>, msg: &Message) -> Result<Option<Message>, Status> {
+    let Some(r) = r else { return Ok(None) };
+    if !msg.is_response() {
+        return Err(bad("a request is given only with a response"));
     }
+    let request = message(r, "request")?;
+    if request.is_response() {
+        return Err(bad("the request must be a request (method and target_uri)"));
+    }
+    Ok(Some(request))
 }
 
 impl VerifierService {
@@ -220,8 +226,14 @@ impl VerifierService {
     ) -> Result<pb::Verdict, Status> {
         use pb::verify_http_message_request::Keys;
         let msg = message(req.message.unwrap_or_default(), "message")?;
-        let request = req.request.map(|r| message(r, "request")).transpose()?;
+        let request = request_of(req.request, &msg)?;
         let required = if req.required_components.is_empty() {
+            if msg.is_response() && request.is_none() {
+                return Err(bad(
+                    "a response is verified with the request it answers (FAPI binds the two); \
+                     give the request, or name required_components to check it alone",
+                ));
+            }
             check::fapi_components(&msg, request.as_ref())
         } else {
             components(&req.required_components)?
@@ -238,7 +250,17 @@ impl VerifierService {
             },
             skew: self.rules.clock_skew,
             required,
-            tag: Some(req.tag).filter(|t| !t.is_empty()),
+            // FAPI's tag for the message kind unless another is named.
+            tag: Some(if req.tag.is_empty() {
+                if msg.is_response() {
+                    TAG_RESPONSE
+                } else {
+                    TAG_REQUEST
+                }
+                .to_string()
+            } else {
+                req.tag
+            }),
         };
         let jwks = match &req.keys {
             Some(Keys::JwksJson(j)) => Some(super::verifier::parse_jwks(j)?),

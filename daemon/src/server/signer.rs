@@ -10,7 +10,7 @@ use crate::binding::cert;
 use crate::error::Error;
 use crate::fapi::{self, access_token, claims::Context, claims::Token};
 use crate::jose::{jwe, jws};
-use crate::keyring::keyset::Purpose;
+use crate::keyring::keyset::{Profile, Purpose};
 use crate::keyring::{now, ActiveKey, Keyring};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -284,7 +284,17 @@ impl Signer for SignerService {
             &req.keyset,
             Purpose::IdToken,
             req.encrypt_to,
-            |key, ctx| fapi::id_token::build(input, key.alg, ctx),
+            |key, ctx| {
+                // FAPI-CIBA (5.2.2) forbids push mode: only oidc keysets sign it.
+                if input.auth_req_id.is_some() && key.profile != Profile::Oidc {
+                    return Err(Error::FailedPrecondition(format!(
+                        "CIBA push mode is not allowed under the {} profile (FAPI-CIBA forbids it); \
+                         use a keyset with profile oidc",
+                        key.profile.as_str()
+                    )));
+                }
+                fapi::id_token::build(input, key.alg, ctx)
+            },
         )
         .await
     }

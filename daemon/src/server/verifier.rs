@@ -326,8 +326,15 @@ impl Verifier for VerifierService {
                 if !c.get("iat").is_some_and(Value::is_i64) {
                     return Err(invalid(Reason::MissingClaim, "iat is required"));
                 }
-                crate::fapi::ciba::check(c)
-                    .map_err(|e| invalid(Reason::ClaimsMismatch, e.to_string()))?;
+                crate::fapi::ciba::check(c).map_err(|e| {
+                    let detail = e.to_string();
+                    let reason = if detail.contains("required") || detail.contains("must include") {
+                        Reason::MissingClaim
+                    } else {
+                        Reason::ClaimsMismatch
+                    };
+                    invalid(reason, detail)
+                })?;
             } else if claim(c, "iss")? != req.client_id || claim(c, "client_id")? != req.client_id {
                 return Err(invalid(
                     Reason::ClaimsMismatch,

@@ -36,7 +36,19 @@ pub(super) fn initialize(ctx: &Pkcs11, reserved: Option<&str>) -> Result<(), Bac
         }
     };
     match ctx.initialize(args) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Ok(()) => Ok(()),
+        // Already initialised by another backend of this process: fine
+        // unless this one needed its own arguments, which would be ignored.
+        Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) if reserved.is_none() => {
+            Ok(())
+        }
+        Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+            Err(BackendError::Unavailable(
+                "the module is already initialised in this process, so its initialize_args \
+                 would be ignored: configure one backend per module that needs initialize_args"
+                    .into(),
+            ))
+        }
         Err(e) => Err(errors::map("C_Initialize", e)),
     }
 }
