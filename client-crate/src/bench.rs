@@ -93,6 +93,9 @@ pub enum Load {
         /// The token.
         token: String,
     },
+    /// The gRPC health check: one unary round trip through the same socket
+    /// and stack with no device, JOSE or audit work; the transport's floor.
+    Health,
 }
 
 async fn one_call(client: &Client, load: &Load, claims: &str) -> Result<u64, Error> {
@@ -120,6 +123,19 @@ async fn one_call(client: &Client, load: &Load, claims: &str) -> Result<u64, Err
             keyset, purpose, ..
         } => {
             client.sign_jwt(keyset, purpose, None, claims).await?;
+            Ok(1)
+        }
+        Load::Health => {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel());
+            let r = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?
+                .into_inner();
+            if r.status != tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                return Err(Error::Status(tonic::Status::internal("not serving")));
+            }
             Ok(1)
         }
         Load::Verify { token } => {
@@ -155,7 +171,7 @@ pub async fn run(client: &Client, load: Load, concurrency: usize, duration: Dura
     .to_string();
     let batch = match &load {
         Load::Sign { batch, .. } => (*batch).max(1),
-        Load::Verify { .. } => 1,
+        Load::Verify { .. } | Load::Health => 1,
     };
     let start = Instant::now();
     let deadline = start + duration;

@@ -109,12 +109,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(runtime::run(mode)) {
-        // Exit without running destructors: opencryptoki 3.8 crashes in
-        // C_Finalize after multi-threaded use, and a finished daemon has
-        // nothing left to flush (the manifest and audit log are written and
-        // synced as they change; the OS ends the device sessions).
-        Ok(()) => std::process::exit(0),
+    let result = rt.block_on(runtime::run(mode));
+    // Let device calls still running on blocking threads finish, then close
+    // the sessions (the keyring itself is never finalised: runtime::finish).
+    rt.shutdown_timeout(std::time::Duration::from_secs(30));
+    runtime::finish();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("custosd: {e}");
             ExitCode::FAILURE

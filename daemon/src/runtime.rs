@@ -37,6 +37,19 @@ const DEV_BANNER: &str = "\
 
 type Backends = BTreeMap<String, Arc<dyn KeyBackend>>;
 
+/// The keyring being served. Held for the life of the process: it is never
+/// dropped, so no `C_Finalize` runs (opencryptoki 3.8 crashes in it after
+/// multi-threaded use; the OS ends what is left at exit).
+static SERVED: std::sync::OnceLock<Arc<Keyring>> = std::sync::OnceLock::new();
+
+/// Closes the served keyring's pooled device sessions. Call after the async
+/// runtime has shut down, when no device call is still running.
+pub fn finish() {
+    if let Some(k) = SERVED.get() {
+        k.release_sessions();
+    }
+}
+
 /// Everything the server needs, built from the mode.
 struct Setup {
     config: Config,
@@ -355,11 +368,10 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         audit: setup.audit,
         tls,
     };
-    let result = crate::server::serve(keyring.clone(), options, listener, shutdown_signal()).await;
+    // Kept for `finish` (and so never dropped: see there).
+    let _ = SERVED.set(keyring.clone());
+    let result = crate::server::serve(keyring, options, listener, shutdown_signal()).await;
     background.abort();
-    // End the device sessions cleanly (C_CloseSession); the process then
-    // exits without C_Finalize (see main.rs).
-    keyring.release_sessions();
     let _ = std::fs::remove_file(&config.server.socket);
     tracing::info!("custosd stopped");
     result

@@ -63,6 +63,15 @@ async fn every_bench_command_runs() {
             "1",
             "--json",
         ],
+        vec![
+            "bench",
+            "health",
+            "--concurrency",
+            "1",
+            "--duration",
+            "1",
+            "--json",
+        ],
     ] {
         let v = report(&d.cli(&args, None));
         if args.contains(&"8") {

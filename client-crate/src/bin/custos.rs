@@ -287,6 +287,12 @@ enum BenchCmd {
         #[command(flatten)]
         opts: BenchOpts,
     },
+    /// The gRPC health check: the round trip of the socket and gRPC stack
+    /// alone (no device, JOSE or audit), the floor under every other figure.
+    Health {
+        #[command(flatten)]
+        opts: BenchOpts,
+    },
     /// VerifyAccessToken of a certificate-bound token signed once by KEYSET (purpose access_token).
     Verify {
         /// Keyset name (needs purpose access_token).
@@ -933,6 +939,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     },
                     opts,
                 ),
+                BenchCmd::Health { opts } => (Load::Health, opts),
                 BenchCmd::Verify { keyset, opts } => {
                     let claims = json!({
                         "iss": "https://as.bank.example", "sub": "bench", "aud": "https://rs.bank.example",
