@@ -526,6 +526,13 @@ impl KeyBackend for TpmBackend {
         }
     }
 
+    /// Drops the TPM connection: tss-esapi flushes every object it loaded
+    /// (a TPM without a resource manager keeps them otherwise). The next
+    /// call reconnects.
+    fn release_sessions(&self) {
+        *self.lock() = Conn::default();
+    }
+
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| BackendError::Internal(format!("listing TPM key blobs: {e}")))?;
