@@ -161,8 +161,9 @@ async fn one_call(client: &Client, load: &Load, claims: &str) -> Result<u64, Err
     }
 }
 
-/// Runs `load` with `concurrency` callers for `duration`.
-pub async fn run(client: &Client, load: Load, concurrency: usize, duration: Duration) -> Report {
+/// Runs `load` with `concurrency` callers for `duration`, spread round
+/// robin over `clients` (one connection each).
+pub async fn run(clients: &[Client], load: Load, concurrency: usize, duration: Duration) -> Report {
     let claims = serde_json::json!({
         "iss": "https://as.bank.example", "sub": "248289761001", "aud": "client-app-1",
         "exp": 4_102_444_800u64, "iat": 1_700_000_000u64, "nonce": "n-0S6_WzA2Mj",
@@ -176,8 +177,12 @@ pub async fn run(client: &Client, load: Load, concurrency: usize, duration: Dura
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (client, load, claims) = (client.clone(), load.clone(), claims.clone());
+    if clients.is_empty() {
+        return report(Vec::new(), 0, 0, Duration::ZERO, concurrency, batch);
+    }
+    for i in 0..concurrency.max(1) {
+        let client = clients[i % clients.len()].clone();
+        let (load, claims) = (load.clone(), claims.clone());
         tasks.spawn(async move {
             let (mut lat, mut errors, mut ops) = (Vec::new(), 0u64, 0u64);
             while Instant::now() < deadline {

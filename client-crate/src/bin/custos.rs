@@ -266,6 +266,9 @@ struct BenchOpts {
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Connections the callers share (round robin).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
     /// Print {"ops_per_sec":..,"p50_us":..,"p99_us":..,"errors":..} as JSON.
     #[arg(long)]
     json: bool,
@@ -627,16 +630,19 @@ fn doctor(config: &PathBuf, backend: Option<&str>, json: bool) -> Result<(), Fai
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Doctor {
-        config,
-        backend,
-        json,
-    } = &cli.command
-    {
-        return doctor(config, backend.as_deref(), *json);
-    }
-    let client = match &cli.endpoint {
+/// Where the daemon is: the connection options of the command line.
+#[derive(Debug, Clone)]
+struct Target {
+    socket: PathBuf,
+    endpoint: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+}
+
+/// One connection to the daemon, over the Unix socket or mutual TLS.
+async fn connect(cli: &Target) -> Result<Client, Failure> {
+    Ok(match &cli.endpoint {
         Some(url) => {
             let read = |p: &Option<PathBuf>| -> Result<Vec<u8>, Failure> {
                 let p = p
@@ -647,7 +653,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Client::connect_tls(url, &read(&cli.cert)?, &read(&cli.key)?, &read(&cli.ca)?).await?
         }
         None => Client::connect_unix(&cli.socket).await?,
+    })
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Doctor {
+        config,
+        backend,
+        json,
+    } = &cli.command
+    {
+        return doctor(config, backend.as_deref(), *json);
+    }
+    let target = Target {
+        socket: cli.socket.clone(),
+        endpoint: cli.endpoint.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+        ca: cli.ca.clone(),
     };
+    let client = connect(&target).await?;
     match cli.command {
         Command::Keyset(KeysetCmd::Create {
             name,
@@ -960,8 +985,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     (Load::Verify { token }, opts)
                 }
             };
+            // Several connections, as several authorization-server
+            // instances (or one with a connection pool) would open.
+            let mut clients = vec![client.clone()];
+            for _ in 1..opts.connections.max(1) {
+                clients.push(connect(&target).await?);
+            }
             let r = bench::run(
-                &client,
+                &clients,
                 load,
                 opts.concurrency,
                 std::time::Duration::from_secs(opts.duration),

@@ -225,6 +225,13 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// Closes idle pooled sessions (so the next login is a real one).
     fn release_sessions(&self) {}
 
+    /// Whether device calls are cheap CPU work in this process (a software
+    /// token), best run on the request's own task rather than handed to a
+    /// blocking thread. Network and USB HSMs and TPMs say no.
+    fn inline_calls(&self) -> bool {
+        false
+    }
+
     /// Every Custos key on the device (label `custos:*`), to find orphans:
     /// keys generated but never recorded in the manifest.
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError>;

@@ -227,6 +227,11 @@ pub struct SessionSettings {
     /// How long a request waits for a free session before UNAVAILABLE, in milliseconds.
     #[serde(default = "default_wait")]
     pub wait_ms: u64,
+    /// Run device calls on the request's own task instead of a blocking
+    /// thread: for in-process software tokens, whose calls are short CPU
+    /// work (never for network or USB HSMs, whose calls wait on I/O).
+    #[serde(default)]
+    pub inline_calls: bool,
 }
 
 fn default_pool() -> usize {
@@ -241,6 +246,7 @@ impl Default for SessionSettings {
         Self {
             pool_size: default_pool(),
             wait_ms: default_wait(),
+            inline_calls: false,
         }
     }
 }

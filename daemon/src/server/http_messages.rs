@@ -4,7 +4,7 @@
 
 use super::caller::Caller;
 use super::signer::SignerService;
-use super::status::{blocking, to_status};
+use super::status::{device, to_status};
 use super::verifier::VerifierService;
 use crate::audit::Event;
 use crate::error::Error;
@@ -187,7 +187,8 @@ impl SignerService {
             base::signature_base(&covered, &msg, request.as_ref(), &line).map_err(bad)?;
         let kid = key.kid.clone();
         let to_sign = signature_base.clone().into_bytes();
-        let signature = blocking(move || match alg {
+        let inline = key.backend.inline_calls();
+        let signature = device(inline, move || match alg {
             HttpAlg::RsaPssSha512 => key.sign_rsa_pss_sha512(&to_sign),
             HttpAlg::EcdsaP256Sha256 | HttpAlg::Ed25519 => key.sign(&to_sign),
         })

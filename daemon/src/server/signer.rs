@@ -4,7 +4,7 @@
 //! the one path that signs, encrypts and audits.
 
 use super::caller::{Caller, Gate};
-use super::status::{blocking, to_status};
+use super::status::{device, to_status};
 use crate::audit::Event;
 use crate::binding::cert;
 use crate::error::Error;
@@ -82,7 +82,8 @@ impl SignerService {
             };
             let token = build(&key, &ctx).map_err(to_status)?;
             let kid = key.kid.clone();
-            let (signed, digest) = blocking(move || {
+            let inline = key.backend.inline_calls();
+            let (signed, digest) = device(inline, move || {
                 let jws = jws::sign_jwt(&key, token.typ.as_deref(), token.claims)?;
                 let digest = jws::signing_input_sha256(&jws);
                 match encrypt_to {
@@ -211,7 +212,8 @@ impl Signer for SignerService {
         let typ = optional(req.typ);
         let claims = req.claims_json;
         // One trip to the blocking pool for the whole batch.
-        let results: Vec<Result<String, Error>> = blocking(move || {
+        let inline = key.backend.inline_calls();
+        let results: Vec<Result<String, Error>> = device(inline, move || {
             Ok(claims
                 .iter()
                 .map(|c| jws::parse_claims(c).and_then(|m| jws::sign_jwt(&key, typ.as_deref(), m)))
@@ -475,7 +477,8 @@ impl Signer for SignerService {
             .map_err(to_status)?;
         let kid = key.kid.clone();
         let jwe_text = req.jwe;
-        let result = blocking(move || jwe::decrypt(&key, &jwe_text)).await;
+        let inline = key.backend.inline_calls();
+        let result = device(inline, move || jwe::decrypt(&key, &jwe_text)).await;
         let (outcome, detail) = match &result {
             Ok(_) => ("ok", None),
             Err(s) => ("error", Some(format!("{:?}", s.code()))),

@@ -19,6 +19,21 @@ pub(crate) fn to_status(e: Error) -> Status {
     }
 }
 
+/// Runs device work for a key: on the request's own task when the backend
+/// is an in-process software token (`[sessions] inline_calls`: no thread
+/// hand-off, which on a small machine costs more than the signature), else
+/// on the blocking pool.
+pub(crate) async fn device<T: Send + 'static>(
+    inline: bool,
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    if inline {
+        f().map_err(to_status)
+    } else {
+        blocking(f).await
+    }
+}
+
 /// Runs blocking device work off the async runtime and maps its error.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,

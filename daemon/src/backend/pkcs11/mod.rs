@@ -338,6 +338,10 @@ impl KeyBackend for Pkcs11Backend {
         sign::sign(&mut s, handle, settings.mechanism, message)
     }
 
+    fn inline_calls(&self) -> bool {
+        self.profile.sessions.inline_calls
+    }
+
     fn release_sessions(&self) {
         self.pool.drain();
     }
