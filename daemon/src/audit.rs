@@ -82,26 +82,22 @@ impl Auditor {
     /// # Errors
     /// `Unavailable` when the line cannot be written and the log is required.
     pub fn record(&self, caller: Value, event: &Event<'_>) -> Result<()> {
-        let mut line = Map::new();
-        line.insert("time".into(), json!(rfc3339_now()));
-        line.insert("caller".into(), caller);
-        line.insert("operation".into(), json!(event.operation));
-        for (k, v) in [
-            ("keyset", event.keyset),
-            ("kid", event.kid),
-            ("purpose", event.purpose),
-            ("detail", event.detail),
-        ] {
-            if let Some(v) = v {
-                line.insert(k.into(), json!(v));
-            }
-        }
-        if let Some(h) = &event.input_sha256 {
-            line.insert("input_sha256".into(), json!(h));
-        }
-        line.insert("outcome".into(), json!(event.outcome));
-        let mut text = Value::Object(line).to_string();
-        text.push('\n');
+        let text = line(caller, event);
+        self.write(&text)
+    }
+
+    /// Writes one line per event for the same caller, in one write (a
+    /// batch's items): all are recorded, or, when the log is required and
+    /// cannot be written, the call fails as a whole.
+    ///
+    /// # Errors
+    /// As [`Auditor::record`].
+    pub fn record_all(&self, caller: &Value, events: &[Event<'_>]) -> Result<()> {
+        let text: String = events.iter().map(|e| line(caller.clone(), e)).collect();
+        self.write(&text)
+    }
+
+    fn write(&self, text: &str) -> Result<()> {
         let written = {
             let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
             match &mut *sink {
@@ -132,6 +128,31 @@ impl Auditor {
             }
         }
     }
+}
+
+/// One audit line (JSON and a newline).
+fn line(caller: Value, event: &Event<'_>) -> String {
+    let mut line = Map::new();
+    line.insert("time".into(), json!(rfc3339_now()));
+    line.insert("caller".into(), caller);
+    line.insert("operation".into(), json!(event.operation));
+    for (k, v) in [
+        ("keyset", event.keyset),
+        ("kid", event.kid),
+        ("purpose", event.purpose),
+        ("detail", event.detail),
+    ] {
+        if let Some(v) = v {
+            line.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(h) = &event.input_sha256 {
+        line.insert("input_sha256".into(), json!(h));
+    }
+    line.insert("outcome".into(), json!(event.outcome));
+    let mut text = Value::Object(line).to_string();
+    text.push('\n');
+    text
 }
 
 /// The current UTC time as RFC 3339 with milliseconds.

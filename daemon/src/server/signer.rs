@@ -220,21 +220,14 @@ impl Signer for SignerService {
                 .collect())
         })
         .await?;
+        // One audit line per item, written together (one write for the batch):
+        // no token is returned unless its line is written.
         let mut items = Vec::with_capacity(results.len());
+        let mut audited: Vec<(Option<String>, Option<String>)> = Vec::with_capacity(results.len());
         for r in results {
             let item = match r {
                 Ok(token) => {
-                    let digest = jws::signing_input_sha256(&token);
-                    self.audit(
-                        &caller,
-                        "sign_jwt_batch",
-                        &req.keyset,
-                        Some(&kid),
-                        purpose,
-                        Some(digest),
-                        "ok",
-                        None,
-                    )?;
+                    audited.push((Some(jws::signing_input_sha256(&token)), None));
                     pb::batch_item::Result::Signed(pb::SignJwtResponse {
                         jws: token,
                         kid: kid.clone(),
@@ -243,16 +236,7 @@ impl Signer for SignerService {
                 Err(e) => {
                     let status = to_status(e);
                     let code = format!("{:?}", status.code());
-                    self.audit(
-                        &caller,
-                        "sign_jwt_batch",
-                        &req.keyset,
-                        None,
-                        purpose,
-                        None,
-                        "error",
-                        Some(&code),
-                    )?;
+                    audited.push((None, Some(code.clone())));
                     pb::batch_item::Result::Error(pb::ItemError {
                         code,
                         message: status.message().to_string(),
@@ -261,6 +245,22 @@ impl Signer for SignerService {
             };
             items.push(pb::BatchItem { result: Some(item) });
         }
+        let events: Vec<Event<'_>> = audited
+            .iter()
+            .map(|(digest, code)| Event {
+                operation: "sign_jwt_batch",
+                keyset: Some(&req.keyset),
+                kid: digest.as_ref().map(|_| kid.as_str()),
+                purpose: Some(purpose.as_str()),
+                input_sha256: digest.clone(),
+                outcome: if digest.is_some() { "ok" } else { "error" },
+                detail: code.as_deref(),
+            })
+            .collect();
+        self.gate
+            .audit
+            .record_all(&caller.to_json(), &events)
+            .map_err(to_status)?;
         Ok(Response::new(pb::SignJwtBatchResponse { items }))
     }
 
