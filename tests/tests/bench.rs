@@ -106,7 +106,15 @@ async fn every_bench_command_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_items_fail_alone_and_batches_are_bounded() {
     let hsm = Hsm::new();
-    let d = Daemon::start(&hsm).await;
+    let audit = hsm.dir.path().join("audit.jsonl");
+    let d = Daemon::start_with(
+        &hsm,
+        custos_e2e::DaemonConfig {
+            extra_toml: format!("\n[audit]\nfile = \"{}\"\n", audit.display()),
+            ..Default::default()
+        },
+    )
+    .await;
     let c = d.client().await;
     c.create_keyset(spec("es", "ES256", &["generic"]))
         .await
@@ -132,6 +140,20 @@ async fn batch_items_fail_alone_and_batches_are_bounded() {
         }
         other => panic!("unexpected batch result {other:?}"),
     }
+    // One audit line per item, in order, written with the batch.
+    let lines: Vec<Value> = std::fs::read_to_string(&audit)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .filter(|l: &Value| l["operation"] == "sign_jwt_batch")
+        .collect();
+    let outcomes: Vec<&str> = lines
+        .iter()
+        .map(|l| l["outcome"].as_str().expect("outcome"))
+        .collect();
+    assert_eq!(outcomes, ["ok", "error", "ok"]);
+    assert_eq!(lines[1]["detail"], "InvalidArgument");
+    assert!(lines[0]["input_sha256"].is_string() && lines[1].get("kid").is_none());
     let too_many = vec!["{}".to_string(); 65];
     let e = c
         .sign_jwt_batch("es", "generic", None, too_many)
