@@ -95,6 +95,14 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
     // The orphan check reads the file manifest; a manifest kept on a token
     // is read by custosd itself (and reported in its log at start).
     let token_manifest = config.keyring.manifest.starts_with("token:");
+    // The throwaway keys are created and destroyed on the real token: both
+    // are audited in the daemon's log when it is a file (appending is safe
+    // beside a running daemon; a stdout log belongs to the daemon's process).
+    let audit = if config.audit.file == "stdout" {
+        None
+    } else {
+        Some(crate::audit::Auditor::open(&config.audit)?)
+    };
     let manifest = if token_manifest {
         Err(String::new())
     } else {
@@ -138,7 +146,13 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
         );
         match opened {
             Ok(backend) => {
-                check_backend(&backend, name, manifest.as_ref().ok(), &mut report);
+                check_backend(
+                    &backend,
+                    name,
+                    manifest.as_ref().ok(),
+                    audit.as_ref(),
+                    &mut report,
+                );
                 backend.release_sessions();
                 // Not dropped: opencryptoki 3.8 crashes in C_Finalize; the
                 // doctor is a one-shot process and the OS ends its sessions.
@@ -158,6 +172,7 @@ fn check_backend(
     backend: &Pkcs11Backend,
     name: &str,
     manifest: Option<&Manifest>,
+    audit: Option<&crate::audit::Auditor>,
     report: &mut BackendReport,
 ) {
     let listed = match backend.mechanisms() {
@@ -175,7 +190,7 @@ fn check_backend(
             Ok(_) if !listed.contains(&mechanism_type(settings.mechanism)) => Err(format!(
                 "the token does not list {mechanism} (nor the profile's fallback)"
             )),
-            Ok(alg) => check_algorithm(backend, alg),
+            Ok(alg) => check_algorithm(backend, alg, name, audit),
         };
         report.algorithms.push(match check {
             Ok((detail, micros)) => AlgorithmCheck {
@@ -227,14 +242,53 @@ fn check_backend(
     }
 }
 
+/// Writes a doctor audit line (key created or destroyed on the token).
+fn audit_line(
+    audit: Option<&crate::audit::Auditor>,
+    operation: &str,
+    backend: &str,
+    key: &KeyRef,
+    outcome: &str,
+) -> Result<(), String> {
+    let Some(a) = audit else { return Ok(()) };
+    let caller =
+        serde_json::json!({"tool": "custosd doctor", "uid": nix::unistd::getuid().as_raw()});
+    let detail = format!("backend {backend}, test key {} (id {})", key.label, key.id);
+    a.record(
+        caller,
+        &crate::audit::Event {
+            operation,
+            outcome,
+            detail: Some(&detail),
+            ..crate::audit::Event::default()
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Generates a throwaway key, uses it, checks it independently, destroys it.
-fn check_algorithm(backend: &Pkcs11Backend, alg: Algorithm) -> Result<(String, u64), String> {
+fn check_algorithm(
+    backend: &Pkcs11Backend,
+    alg: Algorithm,
+    name: &str,
+    audit: Option<&crate::audit::Auditor>,
+) -> Result<(String, u64), String> {
     let key = KeyRef::generate(format!("custos-doctor:{alg}"));
     let public = backend
         .generate(&key, alg)
         .map_err(|e| format!("key generation failed: {e}"))?;
-    let result = use_key(backend, &key, alg, &public);
-    match (result, backend.destroy(&key)) {
+    let result = audit_line(audit, "doctor_generate_key", name, &key, "ok")
+        .and_then(|()| use_key(backend, &key, alg, &public));
+    let destroyed = backend.destroy(&key);
+    let logged = audit_line(
+        audit,
+        "doctor_destroy_key",
+        name,
+        &key,
+        if destroyed.is_ok() { "ok" } else { "error" },
+    );
+    let result = result.and_then(|r| logged.map(|()| r));
+    match (result, destroyed) {
         (Ok(r), Ok(())) => Ok(r),
         (Ok((detail, _)), Err(e)) => Err(format!(
             "{detail}; but destroying the test key {} failed: {e}",

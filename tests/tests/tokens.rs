@@ -322,4 +322,41 @@ async fn doctor_and_custosd_name_each_broken_setup() {
     // An unknown backend name is a usage error.
     let out = doctor(&hsm, &config, &["--backend", "nope"]);
     assert_eq!(out.status.code(), Some(2));
+
+    // With a file audit log, every throwaway key's creation and destruction
+    // is recorded there.
+    let audit = hsm.dir.path().join("audit.jsonl");
+    let config = config_with(
+        &hsm,
+        &format!("{good}\n\n[audit]\nfile = \"{}\"", audit.display()),
+        None,
+    );
+    let out = doctor(&hsm, &config, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&audit)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let count = |op: &str| {
+        lines
+            .iter()
+            .filter(|l| l["operation"] == op && l["outcome"] == "ok")
+            .count()
+    };
+    assert_eq!(
+        count("doctor_generate_key"),
+        hsm.algorithms.len(),
+        "{lines:?}"
+    );
+    assert_eq!(
+        count("doctor_destroy_key"),
+        hsm.algorithms.len(),
+        "{lines:?}"
+    );
+    assert_eq!(lines[0]["caller"]["tool"], "custosd doctor");
 }
