@@ -103,11 +103,13 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
     } else {
         Some(crate::audit::Auditor::open(&config.audit)?)
     };
-    let manifest = if token_manifest {
-        Err(String::new())
+    // Ok(None): the manifest is on a token and not checked here.
+    let manifest: std::result::Result<Option<Manifest>, String> = if token_manifest {
+        Ok(None)
     } else {
         FileStore::new(config.server.state_dir.clone())
             .load()
+            .map(Some)
             .map_err(|e| e.to_string())
     };
     let mut reports = Vec::new();
@@ -129,7 +131,7 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
             orphans: Vec::new(),
             missing: Vec::new(),
             limits: Vec::new(),
-            manifest_error: manifest.as_ref().err().filter(|e| !e.is_empty()).cloned(),
+            manifest_error: manifest.as_ref().err().cloned(),
         };
         if token_manifest {
             report.limits.push(
@@ -149,7 +151,7 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
                 check_backend(
                     &backend,
                     name,
-                    manifest.as_ref().ok(),
+                    manifest.as_ref().ok().and_then(Option::as_ref),
                     audit.as_ref(),
                     &mut report,
                 );
@@ -357,9 +359,7 @@ fn use_key(
         let sig = backend
             .sign_rsa_pss_sha512(key, alg, message)
             .map_err(|e| format!("PS256 works, but rsa-pss-sha512 (HTTP signatures) fails: {e}"))?;
-        let jwk = crate::jose::jwk::public_jwk(public, "doctor", alg);
-        let mut members = jwk.as_object().cloned().unwrap_or_default();
-        members.remove("alg");
+        let members = jwk.as_object().cloned().unwrap_or_default();
         crate::httpsig::keys::verify(&members, Some("rsa-pss-sha512"), message, &sig).map_err(
             |e| {
                 format!(
@@ -375,24 +375,15 @@ fn use_key(
 
 /// RSA-OAEP (SHA-256) encryption in software, to test decryption on the token.
 fn oaep_encrypt(public: &crate::backend::PublicKey, plain: &[u8]) -> Result<Vec<u8>, String> {
-    let jwk = crate::jose::jwk::public_jwk(public, "doctor", Algorithm::RsaOaep256);
-    let member = |n: &str| {
-        jwk.get(n)
-            .and_then(|v| v.as_str())
-            .and_then(|s| {
-                use base64::Engine;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(s)
-                    .ok()
-            })
-            .ok_or_else(|| format!("RSA key without {n}"))
+    let crate::backend::PublicKey::Rsa { n, e } = public else {
+        return Err("an RSA-OAEP-256 key that is not RSA".into());
     };
     let err = |e: openssl::error::ErrorStack| e.to_string();
-    let rsa = openssl::rsa::Rsa::from_public_components(
-        openssl::bn::BigNum::from_slice(&member("n")?).map_err(err)?,
-        openssl::bn::BigNum::from_slice(&member("e")?).map_err(err)?,
-    )
-    .map_err(err)?;
+    let number = |hex_text: &str| {
+        let bytes = hex::decode(hex_text).map_err(|e| e.to_string())?;
+        openssl::bn::BigNum::from_slice(&bytes).map_err(err)
+    };
+    let rsa = openssl::rsa::Rsa::from_public_components(number(n)?, number(e)?).map_err(err)?;
     let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(err)?;
     let mut enc = openssl::encrypt::Encrypter::new(&pkey).map_err(err)?;
     enc.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)

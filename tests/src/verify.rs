@@ -114,35 +114,8 @@ pub fn verify_raw(alg: &str, jwk: &Value, message: &[u8], signature: &[u8]) -> R
 /// Verifies a PS256 JWS with the `openssl` command line, demanding the given
 /// PSS salt length. Returns whether openssl accepted it.
 pub fn openssl_pss_verify(jws: &str, jwk: &Value, salt_len: usize) -> Result<bool, String> {
-    use rsa::pkcs8::EncodePublicKey;
     let (_, _, signature, input) = decode(jws)?;
-    let n = rsa::BigUint::from_bytes_be(&member(jwk, "n")?);
-    let e = rsa::BigUint::from_bytes_be(&member(jwk, "e")?);
-    let key = rsa::RsaPublicKey::new(n, e).map_err(|e| e.to_string())?;
-    let pem = key
-        .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
-        .map_err(|e| e.to_string())?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (pub_path, sig_path, msg_path) = (
-        dir.path().join("pub.pem"),
-        dir.path().join("sig.bin"),
-        dir.path().join("msg.bin"),
-    );
-    std::fs::write(&pub_path, pem).map_err(|e| e.to_string())?;
-    std::fs::write(&sig_path, signature).map_err(|e| e.to_string())?;
-    std::fs::write(&msg_path, input).map_err(|e| e.to_string())?;
-    let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss"])
-        .arg("-sigopt")
-        .arg(format!("rsa_pss_saltlen:{salt_len}"))
-        .args(["-sigopt", "rsa_mgf1_md:sha256", "-verify"])
-        .arg(&pub_path)
-        .arg("-signature")
-        .arg(&sig_path)
-        .arg(&msg_path)
-        .output()
-        .map_err(|e| format!("openssl: {e}"))?;
-    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK"))
+    openssl_pss(jwk, input.as_bytes(), &signature, "sha256", salt_len)
 }
 
 /// Verifies an RFC 9421 `rsa-pss-sha512` signature over `message` with the
@@ -152,6 +125,17 @@ pub fn openssl_pss_sha512_verify(
     jwk: &Value,
     message: &[u8],
     signature: &[u8],
+    salt_len: usize,
+) -> Result<bool, String> {
+    openssl_pss(jwk, message, signature, "sha512", salt_len)
+}
+
+/// `openssl dgst -DIGEST` PSS verification (MGF1 with the same digest).
+fn openssl_pss(
+    jwk: &Value,
+    message: &[u8],
+    signature: &[u8],
+    digest: &str,
     salt_len: usize,
 ) -> Result<bool, String> {
     use rsa::pkcs8::EncodePublicKey;
@@ -171,10 +155,17 @@ pub fn openssl_pss_sha512_verify(
     std::fs::write(&sig_path, signature).map_err(|e| e.to_string())?;
     std::fs::write(&msg_path, message).map_err(|e| e.to_string())?;
     let out = Command::new("openssl")
-        .args(["dgst", "-sha512", "-sigopt", "rsa_padding_mode:pss"])
+        .args([
+            "dgst",
+            &format!("-{digest}"),
+            "-sigopt",
+            "rsa_padding_mode:pss",
+        ])
         .arg("-sigopt")
         .arg(format!("rsa_pss_saltlen:{salt_len}"))
-        .args(["-sigopt", "rsa_mgf1_md:sha512", "-verify"])
+        .arg("-sigopt")
+        .arg(format!("rsa_mgf1_md:{digest}"))
+        .arg("-verify")
         .arg(&pub_path)
         .arg("-signature")
         .arg(&sig_path)

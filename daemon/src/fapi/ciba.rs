@@ -6,9 +6,25 @@
 //! [`check`] for an authorization server verifying one.
 
 use super::claims::{self, invalid, Context, Token};
-use super::request_object::{MAX_VALIDITY, TYP};
+use super::request_object::signed_request;
 use crate::error::Result;
 use serde_json::{Map, Value};
+
+/// Whether a request-object call is about a CIBA signed authentication
+/// request (`kind = "ciba"`) or an RFC 9101 authorization request (`""` or
+/// `"authorization"`).
+///
+/// # Errors
+/// `InvalidArgument` for another kind.
+pub fn is_ciba_kind(kind: &str) -> Result<bool> {
+    match kind {
+        "" | "authorization" => Ok(false),
+        "ciba" => Ok(true),
+        other => Err(invalid(format!(
+            "request object kind {other:?} is unknown: use authorization or ciba"
+        ))),
+    }
+}
 
 /// The hints of which exactly one identifies the user (CIBA Core 7.1).
 pub const HINTS: [&str; 3] = ["login_hint_token", "id_token_hint", "login_hint"];
@@ -80,39 +96,19 @@ pub fn check(c: &Map<String, Value>) -> Result<()> {
 /// # Errors
 /// `InvalidArgument` naming the claim at fault.
 pub fn build(
-    mut c: Map<String, Value>,
+    c: Map<String, Value>,
     lifetime: Option<i64>,
     jti: String,
     ctx: &Context,
 ) -> Result<Token> {
     check(&c)?;
-    let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME);
-    if lifetime <= 0 || lifetime > MAX_VALIDITY {
-        return Err(invalid(format!(
-            "lifetime must be between 1 and {MAX_VALIDITY} seconds (got {lifetime})"
-        )));
-    }
-    let iat = claims::time(&c, "iat")?.unwrap_or(ctx.now);
-    let nbf = claims::time(&c, "nbf")?.unwrap_or(ctx.now);
-    let exp = claims::time(&c, "exp")?.unwrap_or(nbf + lifetime);
-    if exp <= nbf || exp - nbf > MAX_VALIDITY {
-        return Err(invalid(format!(
-            "claims \"exp\" - \"nbf\" must be between 1 and {MAX_VALIDITY} s (FAPI CIBA 5.2.2)"
-        )));
-    }
-    c.insert("iat".into(), Value::from(iat));
-    c.insert("nbf".into(), Value::from(nbf));
-    c.insert("exp".into(), Value::from(exp));
-    c.entry("jti").or_insert(Value::String(jti));
-    Ok(Token {
-        typ: Some(TYP.into()),
-        claims: c,
-    })
+    signed_request(c, lifetime.unwrap_or(DEFAULT_LIFETIME), jti, ctx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fapi::request_object::TYP;
     use serde_json::json;
 
     fn ctx() -> Context {

@@ -18,7 +18,7 @@ pub const DEFAULT_LIFETIME: i64 = 300;
 /// # Errors
 /// `InvalidArgument` naming the claim at fault.
 pub fn build(
-    mut c: Map<String, Value>,
+    c: Map<String, Value>,
     lifetime: Option<i64>,
     jti: String,
     ctx: &Context,
@@ -31,7 +31,21 @@ pub fn build(
     if c.get("iss") != c.get("client_id") {
         return Err(invalid("claim \"iss\" must equal \"client_id\""));
     }
-    let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME);
+    signed_request(c, lifetime.unwrap_or(DEFAULT_LIFETIME), jti, ctx)
+}
+
+/// Fills in `iat`, `nbf` (now), `exp` (`nbf` + `lifetime`) and `jti` when
+/// absent, checks `exp - nbf` is within 60 minutes, and types the token as a
+/// request object: shared by authorization requests and CIBA requests.
+///
+/// # Errors
+/// `InvalidArgument` naming the claim at fault.
+pub(crate) fn signed_request(
+    mut c: Map<String, Value>,
+    lifetime: i64,
+    jti: String,
+    ctx: &Context,
+) -> Result<Token> {
     if lifetime <= 0 || lifetime > MAX_VALIDITY {
         return Err(invalid(format!(
             "lifetime must be between 1 and {MAX_VALIDITY} seconds (got {lifetime})"

@@ -33,7 +33,8 @@ impl From<ValueError> for String {
 /// One covered component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Component {
-    name: String,
+    /// Checked when parsed: a valid structured-field string, lower case.
+    name: sfv::String,
     params: Parameters,
 }
 
@@ -73,12 +74,12 @@ impl Component {
     /// A message for a non-string item, an upper-case name, or a parameter
     /// Custos does not support.
     pub fn from_item(item: &Item) -> Result<Self, String> {
-        let name = item
+        let sf_name: sfv::String = item
             .bare_item
             .as_string()
             .ok_or("a component identifier must be a string")?
-            .as_str()
-            .to_string();
+            .to_owned();
+        let name = sf_name.as_str();
         if name.is_empty() || name != name.to_ascii_lowercase() {
             return Err(format!(
                 "component name {name:?} must be non-empty and lower case"
@@ -100,14 +101,14 @@ impl Component {
             }
         }
         Ok(Self {
-            name,
+            name: sf_name,
             params: item.params.clone(),
         })
     }
 
     /// The component's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
 
     /// Whether the component is taken from the request (`req`).
@@ -126,9 +127,7 @@ impl Component {
 
     /// The component as an item of the `Signature-Input` inner list.
     pub fn to_item(&self) -> Item {
-        let name = sfv::String::from_string(self.name.clone())
-            .unwrap_or_else(|_| sfv::String::from_string(String::new()).unwrap_or_default());
-        Item::with_params(BareItem::String(name), self.params.clone())
+        Item::with_params(BareItem::String(self.name.clone()), self.params.clone())
     }
 
     /// The identifier as it starts a line of the signature base (`"@method";req`).
@@ -162,16 +161,17 @@ impl Component {
         } else {
             message
         };
-        if self.name.starts_with('@') {
-            return source.derived(&self.name).map_err(ValueError::Invalid);
+        let name = self.name();
+        if name.starts_with('@') {
+            return source.derived(name).map_err(ValueError::Invalid);
         }
-        let value = source.field(&self.name).ok_or_else(|| {
-            ValueError::Missing(format!("the message has no {:?} field", self.name))
-        })?;
+        let value = source
+            .field(name)
+            .ok_or_else(|| ValueError::Missing(format!("the message has no {name:?} field")))?;
         match self.key() {
             None => Ok(value),
             Some(key) => dictionary_member(&value, key).ok_or_else(|| {
-                ValueError::Missing(format!("field {:?} has no member {key:?}", self.name))
+                ValueError::Missing(format!("field {name:?} has no member {key:?}"))
             }),
         }
     }

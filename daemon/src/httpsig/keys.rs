@@ -4,7 +4,6 @@
 
 use crate::alg::Algorithm;
 use crate::jose::verify::{invalid, Invalid, Reason};
-use josekit::jwk::Jwk;
 use josekit::jws::JwsVerifier;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -95,14 +94,8 @@ pub fn verify(
             ));
         }
     }
-    for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-        if jwk.contains_key(private) {
-            return Err(invalid(
-                Reason::UnknownKid,
-                format!("the JWK has the private member {private:?}"),
-            ));
-        }
-    }
+    let public =
+        crate::jose::verify::public_jwk(jwk).map_err(|e| invalid(Reason::UnknownKid, e))?;
     if let Some(u) = jwk
         .get("use")
         .and_then(Value::as_str)
@@ -128,19 +121,23 @@ pub fn verify(
             ));
         }
     }
-    let mut public = jwk.clone();
-    public.remove("alg");
-    public.remove("key_ops");
     let bad = |e: josekit::JoseError| invalid(Reason::UnknownKid, format!("not a usable key: {e}"));
-    let jwk = Jwk::from_map(public).map_err(bad)?;
     let verifier: Box<dyn JwsVerifier> = match alg {
-        HttpAlg::EcdsaP256Sha256 => {
-            Box::new(josekit::jws::ES256.verifier_from_jwk(&jwk).map_err(bad)?)
-        }
-        HttpAlg::Ed25519 => Box::new(josekit::jws::EdDSA.verifier_from_jwk(&jwk).map_err(bad)?),
-        HttpAlg::RsaPssSha512 => {
-            Box::new(josekit::jws::PS512.verifier_from_jwk(&jwk).map_err(bad)?)
-        }
+        HttpAlg::EcdsaP256Sha256 => Box::new(
+            josekit::jws::ES256
+                .verifier_from_jwk(&public)
+                .map_err(bad)?,
+        ),
+        HttpAlg::Ed25519 => Box::new(
+            josekit::jws::EdDSA
+                .verifier_from_jwk(&public)
+                .map_err(bad)?,
+        ),
+        HttpAlg::RsaPssSha512 => Box::new(
+            josekit::jws::PS512
+                .verifier_from_jwk(&public)
+                .map_err(bad)?,
+        ),
     };
     verifier
         .verify(base, signature)

@@ -207,6 +207,24 @@ pub fn parse(token: &str) -> Result<Parsed, Invalid> {
     })
 }
 
+/// A JWK as josekit should see it for verification: refused when it has
+/// private members; `alg` and `key_ops` dropped, because the algorithm is
+/// chosen by the caller's rules, not by the JWK's optional members.
+///
+/// # Errors
+/// A message naming the private member, or why it is not a JWK.
+pub fn public_jwk(jwk: &Map<String, Value>) -> Result<Jwk, String> {
+    for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+        if jwk.contains_key(private) {
+            return Err(format!("the JWK has the private member {private:?}"));
+        }
+    }
+    let mut public = jwk.clone();
+    public.remove("alg");
+    public.remove("key_ops");
+    Jwk::from_map(public).map_err(|e| format!("not a JWK: {e}"))
+}
+
 /// A public key ready to verify one algorithm.
 #[derive(Debug)]
 pub struct VerifyKey {
@@ -221,17 +239,7 @@ impl VerifyKey {
     /// # Errors
     /// A message when the JWK is not a public key usable with `alg`.
     pub fn from_jwk(jwk: &Map<String, Value>, alg: Algorithm) -> Result<Self, String> {
-        for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-            if jwk.contains_key(private) {
-                return Err(format!("the JWK has the private member {private:?}"));
-            }
-        }
-        let mut public = jwk.clone();
-        // The algorithm is chosen by the caller's rules, not by the JWK's
-        // optional members; drop them so josekit does not re-decide.
-        public.remove("alg");
-        public.remove("key_ops");
-        let jwk = Jwk::from_map(public).map_err(|e| format!("not a JWK: {e}"))?;
+        let jwk = public_jwk(jwk)?;
         let verifier: Box<dyn JwsVerifier> = match alg {
             Algorithm::ES256 => Box::new(
                 josekit::jws::ES256

@@ -93,7 +93,10 @@ impl SignerService {
         caller: Caller,
         req: pb::SignHttpMessageRequest,
     ) -> Result<pb::SignHttpMessageResponse, Status> {
-        let result = self.sign_http_inner(req.clone()).await;
+        // Only the keyset name is needed for the audit line: no copy of the
+        // message (bodies can be a megabyte).
+        let keyset = req.keyset.clone();
+        let result = self.sign_http_inner(req).await;
         let (kid, outcome, detail) = match &result {
             Ok(r) => (Some(r.kid.as_str()), "ok", None),
             Err(s) => (None, "error", Some(format!("{:?}", s.code()))),
@@ -108,7 +111,7 @@ impl SignerService {
                 caller.to_json(),
                 &Event {
                     operation: "sign_http_message",
-                    keyset: Some(&req.keyset),
+                    keyset: Some(&keyset),
                     kid,
                     purpose: Some(Purpose::HttpMessage.as_str()),
                     input_sha256: digest,
@@ -263,11 +266,12 @@ impl VerifierService {
                 req.tag
             }),
         };
-        let jwks = match &req.keys {
-            Some(Keys::JwksJson(j)) => Some(super::verifier::parse_jwks(j)?),
+        // Where the public keys come from: a client's JWKS, or a keyset.
+        let source = match &req.keys {
+            Some(Keys::JwksJson(j)) => KeySource::Jwks(super::verifier::parse_jwks(j)?),
             Some(Keys::Keyset(name)) => {
                 self.keyring.keyset(name).map_err(to_status)?;
-                None
+                KeySource::Keyset(name)
             }
             None => return Err(bad("give a keyset or a JWKS to verify against")),
         };
@@ -278,10 +282,9 @@ impl VerifierService {
                     .keyid
                     .clone()
                     .ok_or_else(|| invalid(Reason::UnknownKid, "the signature has no keyid"))?;
-                let jwk = match (&jwks, &req.keys) {
-                    (Some(jwks), _) => jwk_from_set(jwks, &keyid)?,
-                    (None, Some(Keys::Keyset(name))) => self.keyring_jwk(caller, name, &keyid)?,
-                    _ => return Err(invalid(Reason::UnknownKid, "no keys")),
+                let jwk = match &source {
+                    KeySource::Jwks(jwks) => jwk_from_set(jwks, &keyid)?,
+                    KeySource::Keyset(keyset) => self.keyring_jwk(caller, keyset, &keyid)?,
                 };
                 let alg = keys::verify(
                     &jwk,
@@ -354,6 +357,14 @@ impl VerifierService {
             _ => Err(unknown()),
         }
     }
+}
+
+/// Where a verifier's public keys come from.
+enum KeySource<'a> {
+    /// A client's JWK Set.
+    Jwks(Value),
+    /// A keyset's active and retired versions.
+    Keyset(&'a str),
 }
 
 /// The JWK with `kid` in a JWK Set.

@@ -341,15 +341,7 @@ impl Signer for SignerService {
         let req = request.into_inner();
         let claims = claims_of(&req.claims_json)?;
         let life = lifetime(req.lifetime_seconds);
-        let ciba = match req.kind.as_str() {
-            "" | "authorization" => false,
-            "ciba" => true,
-            other => {
-                return Err(invalid(format!(
-                    "request object kind {other:?} is unknown: use authorization or ciba"
-                )))
-            }
-        };
+        let ciba = fapi::ciba::is_ciba_kind(&req.kind).map_err(to_status)?;
         self.issue(
             caller,
             "sign_request_object",

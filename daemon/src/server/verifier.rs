@@ -296,15 +296,7 @@ impl Verifier for VerifierService {
                 "client_id and issuer are required".into(),
             )));
         }
-        let ciba = match req.kind.as_str() {
-            "" | "authorization" => false,
-            "ciba" => true,
-            other => {
-                return Err(to_status(Error::InvalidArgument(format!(
-                    "request object kind {other:?} is unknown: use authorization or ciba"
-                ))))
-            }
-        };
+        let ciba = crate::fapi::ciba::is_ciba_kind(&req.kind).map_err(to_status)?;
         let jwks = parse_jwks(&req.jwks_json)?;
         let now = now();
         let skew = self.rules.clock_skew;
