@@ -198,13 +198,29 @@ impl Client {
         Ok(self.keys.clone().get_keyset(req).await?.into_inner())
     }
 
-    /// The JWK Set of one keyset (or all, with `None`) as JSON text.
+    /// The JWK Set of one keyset, or with `None` the authorization server's
+    /// published JWKS (its own keysets only: never client, HTTP-message or
+    /// generic keys), as JSON text.
     ///
     /// # Errors
-    /// `NOT_FOUND` for an unknown keyset.
+    /// `NOT_FOUND` for an unknown keyset; `FAILED_PRECONDITION` when the
+    /// published keysets name several issuers (use [`Client::issuer_jwks`]).
     pub async fn jwks(&self, keyset: Option<&str>) -> Result<String, Error> {
+        self.get_jwks(keyset.unwrap_or_default(), "").await
+    }
+
+    /// The published JWKS of one issuer's keysets, as JSON text.
+    ///
+    /// # Errors
+    /// Transport and status errors.
+    pub async fn issuer_jwks(&self, issuer: &str) -> Result<String, Error> {
+        self.get_jwks("", issuer).await
+    }
+
+    async fn get_jwks(&self, keyset: &str, issuer: &str) -> Result<String, Error> {
         let req = proto::GetJwksRequest {
-            keyset: keyset.unwrap_or_default().into(),
+            keyset: keyset.into(),
+            issuer: issuer.into(),
         };
         Ok(self
             .keys

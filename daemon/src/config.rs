@@ -48,7 +48,9 @@ pub struct AccessRule {
     pub tls_san: Option<String>,
     /// Keyset name globs (`*` and `?`).
     pub keysets: Vec<String>,
-    /// Operations: `sign`, `decrypt`, `verify`, `jwks`, `admin`.
+    /// Operations: `sign`, `decrypt`, `verify`, `jwks`, `manage` (create,
+    /// rotate, activate, retire, set policy), `destroy` (disable, destroy),
+    /// or `admin` (both `manage` and `destroy`).
     pub operations: Vec<String>,
 }
 
@@ -130,8 +132,12 @@ pub struct VerifyConfig {
     pub clock_skew: i64,
     /// How old a DPoP proof's `iat` may be, in seconds.
     pub dpop_window: i64,
-    /// How many one-time identifiers (DPoP and assertion `jti`s) are remembered at most.
+    /// How many one-time identifiers (DPoP and assertion `jti`s) one caller
+    /// may have remembered at a time, over all its clients and DPoP keys.
     pub replay_cache_entries: usize,
+    /// How many one partition (one caller's one client, or one DPoP key)
+    /// may have remembered at a time; a full partition refuses only itself.
+    pub replay_partition_entries: usize,
 }
 
 impl Default for VerifyConfig {
@@ -140,6 +146,7 @@ impl Default for VerifyConfig {
             clock_skew: 60,
             dpop_window: 60,
             replay_cache_entries: 100_000,
+            replay_partition_entries: 10_000,
         }
     }
 }
@@ -174,6 +181,33 @@ pub struct ServerConfig {
     /// PEM CA certificates that issue client certificates.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// What the daemon's own uid and root may do without an `[[access]]`
+    /// rule. Default: key administration and reading public keys
+    /// (`manage`, `destroy`, `jwks`); never signing, decryption or
+    /// verification unless listed here or granted by a rule.
+    #[serde(default = "default_owner_operations")]
+    pub owner_operations: Vec<String>,
+}
+
+/// Every operation an `[[access]]` rule (or `owner_operations`) can name.
+/// `admin` is shorthand for `manage` and `destroy`.
+pub const OPERATIONS: [&str; 7] = ["sign", "decrypt", "verify", "jwks", "manage", "destroy", "admin"];
+
+fn default_owner_operations() -> Vec<String> {
+    ["manage", "destroy", "jwks"].map(String::from).to_vec()
+}
+
+/// Checks a list of operation names, saying where it came from.
+fn check_operations(what: &str, ops: &[String]) -> Result<(), String> {
+    for op in ops {
+        if !OPERATIONS.contains(&op.as_str()) {
+            return Err(format!(
+                "{what}: unknown operation {op:?} ({})",
+                OPERATIONS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_socket_mode() -> String {
@@ -307,15 +341,9 @@ impl Config {
                     rule.name
                 ));
             }
-            for op in &rule.operations {
-                if !["sign", "decrypt", "verify", "jwks", "admin"].contains(&op.as_str()) {
-                    return Err(format!(
-                        "[[access]] {:?}: unknown operation {op:?} (sign, decrypt, verify, jwks, admin)",
-                        rule.name
-                    ));
-                }
-            }
+            check_operations(&format!("[[access]] {:?}", rule.name), &rule.operations)?;
         }
+        check_operations("[server] owner_operations", &config.server.owner_operations)?;
         for d in [&config.keyring.refresh, &config.keyring.schedule_tick] {
             match crate::keyring::policy::parse_duration(d) {
                 Ok(s) if s >= 1 => {}

@@ -33,5 +33,12 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// The message, whatever the kind.
+    pub fn detail(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// Result alias for the daemon's domain operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -38,6 +38,8 @@ pub mod fapi;
 pub mod httpsig;
 pub mod jose;
 pub mod keyring;
+pub mod numeric_date;
 pub mod runtime;
 pub mod secret;
 pub mod server;
+pub mod verdict;

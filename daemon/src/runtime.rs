@@ -80,6 +80,9 @@ fn dev_config() -> Config {
             tls_cert: None,
             tls_key: None,
             client_ca: None,
+            // --dev is for trying Custos out: the user who started it may do
+            // everything, as an explicit rule would grant.
+            owner_operations: crate::config::OPERATIONS.map(String::from).to_vec(),
         },
         backends: BTreeMap::new(),
         verify: Default::default(),
@@ -364,6 +367,7 @@ pub async fn run(mode: Mode) -> Result<(), String> {
     let options = ServeOptions {
         verify: config.verify,
         access: config.access.clone(),
+        owner_operations: config.server.owner_operations.clone(),
         limits: config.limits,
         audit: setup.audit,
         tls,

@@ -161,6 +161,30 @@ fn content_decrypt(
 /// Encrypts `plaintext` to an RSA public JWK with RSA-OAEP-256 + A256GCM,
 /// as a FAPI client would encrypt a request object to the AS.
 pub fn encrypt_rsa_oaep_256(plaintext: &[u8], jwk: &Value, alg_header: &str) -> String {
+    let header = json!({"alg": alg_header, "enc": "A256GCM", "cty": "JWT", "kid": jwk["kid"]});
+    encrypt_with_header(plaintext, jwk, &header)
+}
+
+/// A JWE with `zip: DEF` (RFC 7516 4.1.3) whose payload inflates to
+/// `inflated_len` zero bytes: a decompression bomb.
+pub fn deflate_bomb(jwk: &Value, inflated_len: usize) -> String {
+    use std::io::Write;
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = inflated_len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        z.write_all(&chunk[..n]).expect("deflate");
+        left -= n;
+    }
+    let compressed = z.finish().expect("deflate");
+    let header = json!({"alg": "RSA-OAEP-256", "enc": "A256GCM", "zip": "DEF", "kid": jwk["kid"]});
+    encrypt_with_header(&compressed, jwk, &header)
+}
+
+/// Encrypts `plaintext` to an RSA public JWK with RSA-OAEP-256 + A256GCM
+/// under the given protected header.
+pub fn encrypt_with_header(plaintext: &[u8], jwk: &Value, header: &Value) -> String {
     use aes_gcm::aead::{Aead, KeyInit, Payload};
     let n = rsa::BigUint::from_bytes_be(&B64.decode(jwk["n"].as_str().expect("n")).expect("b64"));
     let e = rsa::BigUint::from_bytes_be(&B64.decode(jwk["e"].as_str().expect("e")).expect("b64"));
@@ -170,7 +194,6 @@ pub fn encrypt_rsa_oaep_256(plaintext: &[u8], jwk: &Value, alg_header: &str) -> 
     let ek = public
         .encrypt(&mut rand::thread_rng(), rsa::Oaep::new::<Sha256>(), &cek)
         .expect("oaep");
-    let header = json!({"alg": alg_header, "enc": "A256GCM", "cty": "JWT", "kid": jwk["kid"]});
     let h = B64.encode(header.to_string());
     let cipher = aes_gcm::Aes256Gcm::new_from_slice(&cek).expect("key");
     let mut out = cipher

@@ -156,6 +156,19 @@ pub struct DaemonConfig {
     pub server_toml: String,
     /// Where the socket goes (default: the test's private directory).
     pub socket_dir: Option<PathBuf>,
+    /// No `[[access]]` rule for the test's own uid: it then has only the
+    /// daemon owner's default rights (`manage`, `destroy`, `jwks`).
+    pub bare: bool,
+}
+
+/// The `[[access]]` rule the harness adds for the test process's own uid
+/// (the daemon's owner, who has no signing rights by default).
+pub fn grant_self() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    format!(
+        "\n[[access]]\nname = \"test harness\"\nunix_uid = {uid}\nkeysets = [\"*\"]\noperations = [\"sign\", \"decrypt\", \"verify\", \"jwks\", \"admin\"]\n"
+    )
 }
 
 /// A running `custosd` with its own socket and state directory.
@@ -201,7 +214,7 @@ impl Daemon {
                 if cfg.module.is_empty() { &hsm.module } else { &cfg.module },
                 hsm.selector,
                 cfg.extra_toml
-            ),
+            ) + &if cfg.bare { String::new() } else { grant_self() },
         )
         .expect("write config");
         let mut env = hsm.env.clone();
@@ -342,6 +355,36 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// A directory under /tmp that unprivileged users can traverse, holding a
+/// copy of the `custos` CLI (and, when a daemon is started with it as
+/// `socket_dir`, the daemon's socket).
+pub fn shared_dir() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("custos-shared")
+        .tempdir_in("/tmp")
+        .expect("dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cli = dir.path().join("custos");
+    std::fs::copy(bin("custos"), &cli).expect("copy cli");
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, cli)
+}
+
+/// Runs the CLI as `uid` (group 65534, no supplementary groups) with
+/// `setpriv`: a distinct caller, as the kernel reports it to the daemon.
+pub fn as_uid(uid: u32, cli: &Path, socket: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .args(["--regid=65534", "--clear-groups"])
+        .arg(cli)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("setpriv")
 }
 
 /// Seconds since the Unix epoch.

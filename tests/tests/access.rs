@@ -2,7 +2,7 @@
 //! log, secrets and limits.
 
 use custos_client::{Client, KeysetSpec};
-use custos_e2e::{bin, Daemon, DaemonConfig, Hsm};
+use custos_e2e::{as_uid, bin, shared_dir, Daemon, DaemonConfig, Hsm};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,30 +18,9 @@ fn spec(name: &str) -> KeysetSpec {
     }
 }
 
-/// A directory under /tmp that an unprivileged user can traverse, holding a
-/// copy of the `custos` CLI and the daemon's socket.
-fn shared_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("custos-shared")
-        .tempdir_in("/tmp")
-        .expect("dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let cli = dir.path().join("custos");
-    std::fs::copy(bin("custos"), &cli).expect("copy cli");
-    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    (dir, cli)
-}
-
 /// Runs the CLI as uid/gid 65534 (nobody) with setpriv.
 fn as_nobody(cli: &Path, socket: &Path, args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(cli)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("setpriv")
+    as_uid(65534, cli, socket, args)
 }
 
 fn stderr(o: &Output) -> String {

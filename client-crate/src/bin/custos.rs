@@ -45,10 +45,15 @@ enum Command {
     #[command(subcommand)]
     Keyset(KeysetCmd),
     /// Print the JWK Set (public keys only).
+    /// Without options: the authorization server's published JWKS (its own
+    /// keysets only; never client, HTTP-message or generic keys).
     Jwks {
-        /// Only this keyset's keys.
-        #[arg(long)]
+        /// Only this keyset's keys (any keyset).
+        #[arg(long, conflicts_with = "issuer")]
         keyset: Option<String>,
+        /// Only the published keysets of this issuer (needed when there are several).
+        #[arg(long)]
+        issuer: Option<String>,
     },
     /// Sign tokens.
     #[command(subcommand)]
@@ -798,8 +803,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await?;
             print_json(&keyset_json(&ks)["policy"]);
         }
-        Command::Jwks { keyset } => {
-            let text = client.jwks(keyset.as_deref()).await?;
+        Command::Jwks { keyset, issuer } => {
+            let text = match (&keyset, &issuer) {
+                (None, Some(i)) => client.issuer_jwks(i).await?,
+                _ => client.jwks(keyset.as_deref()).await?,
+            };
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| usage(format!("daemon sent invalid JWKS JSON: {e}")))?;
             print_json(&v);
@@ -938,7 +946,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let all = client.list_keysets().await?;
             let chosen: Vec<&proto::Keyset> = all
                 .iter()
-                .filter(|k| keyset.is_empty() || keyset.contains(&k.name))
+                // Without names: the issuer's published keysets only.
+                .filter(|k| {
+                    if keyset.is_empty() {
+                        k.published
+                    } else {
+                        keyset.contains(&k.name)
+                    }
+                })
                 .collect();
             if let Some(missing) = keyset.iter().find(|n| !all.iter().any(|k| &k.name == *n)) {
                 return Err(Failure {

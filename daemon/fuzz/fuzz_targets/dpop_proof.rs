@@ -1,7 +1,7 @@
 //! DPoP proof checks (RFC 9449 4.3) must never panic on any proof.
 #![no_main]
 
-use custos_daemon::binding::dpop::{check_proof, DpopRequest, DpopRules};
+use custos_daemon::binding::dpop::{check_proof, record, DpopRequest, DpopRules};
 use custos_daemon::binding::replay::ReplayCache;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
         htu: "https://rs.example/resource",
         access_token: Some("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
     };
-    let cache = CACHE.get_or_init(|| ReplayCache::new(1000));
-    let _ = check_proof(&req, 1_700_000_000, DpopRules { window: 60, skew: 60 }, cache);
+    let cache = CACHE.get_or_init(|| ReplayCache::new(1000, 1000));
+    if let Ok(p) = check_proof(&req, 1_700_000_000, DpopRules { window: 60, skew: 60 }) {
+        let _ = record(cache, "fuzz", &p, 1_700_000_000);
+    }
     let _ = custos_daemon::binding::dpop::normalize_htu(proof);
 });

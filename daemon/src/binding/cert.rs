@@ -87,8 +87,8 @@ pub fn x5t_s256(der: &[u8]) -> String {
 pub fn check_binding(
     claims: &serde_json::Map<String, serde_json::Value>,
     der: &[u8],
-) -> Result<(), crate::jose::verify::Invalid> {
-    use crate::jose::verify::{invalid, Reason};
+) -> Result<(), crate::verdict::Invalid> {
+    use crate::verdict::{invalid, Reason};
     let bound = claims
         .get("cnf")
         .and_then(|c| c.get("x5t#S256"))

@@ -4,7 +4,8 @@
 use super::replay::{Refusal, ReplayCache};
 use crate::alg::Algorithm;
 use crate::jose::jwk;
-use crate::jose::verify::{self, invalid, Invalid, Reason, VerifyKey};
+use crate::jose::verify::{self, VerifyKey};
+use crate::verdict::{invalid, Invalid, Reason};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -53,17 +54,29 @@ pub fn ath(access_token: &str) -> String {
     B64.encode(Sha256::digest(access_token.as_bytes()))
 }
 
-/// Checks a DPoP proof against the request and returns the RFC 7638
-/// thumbprint of its key (to compare with the token's `cnf.jkt`).
+/// A DPoP proof that passed every check but the replay check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedProof {
+    /// RFC 7638 thumbprint of the proof key (to compare with `cnf.jkt`).
+    pub jkt: String,
+    /// The proof's `jti`.
+    pub jti: String,
+    /// Until when the `jti` must be remembered: `iat` + window + skew.
+    pub expires_at: i64,
+}
+
+/// Checks a DPoP proof against the request. Its `jti` is not recorded
+/// yet: call [`record`] once everything else about the request (the token's
+/// binding to this key) has passed, so a proof that fails for another reason
+/// takes no room in the replay cache.
 ///
 /// # Errors
-/// [`Invalid`] with `dpop_invalid` (and a detail) or `dpop_replay`.
+/// [`Invalid`] with `dpop_invalid` and a detail.
 pub fn check_proof(
     req: &DpopRequest<'_>,
     now: i64,
     rules: DpopRules,
-    replay: &ReplayCache,
-) -> Result<String, Invalid> {
+) -> Result<CheckedProof, Invalid> {
     let proof = verify::parse(req.proof).map_err(|e| bad(format!("proof: {}", e.detail)))?;
     if !matches!(
         proof.alg,
@@ -113,17 +126,40 @@ pub fn check_proof(
         }
     }
     let jkt = thumbprint_of_jwk(key).map_err(bad)?;
+    Ok(CheckedProof {
+        jkt,
+        jti: jti.to_string(),
+        // iat is within [now - window, now + skew]: no overflow.
+        expires_at: iat + rules.window + rules.skew,
+    })
+}
+
+/// Records a checked proof's `jti` in `caller`'s partition for its key.
+///
+/// # Errors
+/// [`Invalid`] with `dpop_replay` for a `jti` seen before, `dpop_invalid`
+/// when this caller's partition for the key is full.
+pub fn record(
+    replay: &ReplayCache,
+    caller: &str,
+    proof: &CheckedProof,
+    now: i64,
+) -> Result<(), Invalid> {
     match replay.check_and_insert(
-        &format!("dpop:{jkt}:{jti}"),
-        iat + rules.window + rules.skew,
+        caller,
+        &format!("dpop:{}", proof.jkt),
+        &proof.jti,
+        proof.expires_at,
         now,
     ) {
-        Ok(()) => Ok(jkt),
+        Ok(()) => Ok(()),
         Err(Refusal::Replayed) => Err(invalid(
             Reason::DpopReplay,
-            format!("jti {jti} was used before"),
+            format!("jti {} was used before", proof.jti),
         )),
-        Err(Refusal::Full) => Err(bad("the replay cache is full; try again shortly")),
+        Err(Refusal::Full) => Err(bad(
+            "this caller's replay cache for the DPoP key is full; try again shortly",
+        )),
     }
 }
 

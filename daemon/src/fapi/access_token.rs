@@ -4,6 +4,8 @@
 
 use super::claims::{self, invalid, Context, Token};
 use crate::error::Result;
+use crate::jose::verify::audience_contains;
+use crate::verdict::{invalid as refused, Invalid, Reason};
 use serde_json::{json, Map, Value};
 
 /// The media type of a JWT access token (RFC 9068 section 2.1).
@@ -56,6 +58,92 @@ pub fn build(
         typ: Some(TYP.into()),
         claims: c,
     })
+}
+
+/// The claims RFC 9068 section 2.2 requires of every JWT access token.
+pub const REQUIRED: [&str; 7] = ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"];
+
+/// What a resource server expects of a presented access token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected<'a> {
+    /// The issuer it trusts (checked against `iss` when given).
+    pub issuer: Option<&'a str>,
+    /// Its own identifier (must be in `aud` when given).
+    pub audience: Option<&'a str>,
+}
+
+/// Checks a presented access token's header `typ` and claims (RFC 9068
+/// section 4): `typ` exactly `at+jwt` (or `application/at+jwt`), every
+/// required claim present, `iss` and `aud` as expected. Signature, times and
+/// the sender constraint are checked by the caller.
+///
+/// # Errors
+/// [`Invalid`] with `wrong_typ`, `missing_claim`, `wrong_issuer` or `wrong_audience`.
+pub fn check(
+    typ: Option<&str>,
+    c: &Map<String, Value>,
+    expected: Expected<'_>,
+) -> std::result::Result<(), Invalid> {
+    match typ {
+        Some(t) if t.eq_ignore_ascii_case(TYP) || t.eq_ignore_ascii_case("application/at+jwt") => {}
+        Some(t) => {
+            return Err(refused(
+                Reason::WrongTyp,
+                format!("typ \"{t}\" is not {TYP}"),
+            ))
+        }
+        None => {
+            return Err(refused(
+                Reason::WrongTyp,
+                format!("the token has no typ; an access token must have typ {TYP} (RFC 9068)"),
+            ))
+        }
+    }
+    for name in REQUIRED {
+        if !c.contains_key(name) {
+            return Err(refused(
+                Reason::MissingClaim,
+                format!("{name} is required in an access token (RFC 9068 section 2.2)"),
+            ));
+        }
+    }
+    if let Some(want) = expected.issuer {
+        if c.get("iss").and_then(Value::as_str) != Some(want) {
+            return Err(refused(Reason::WrongIssuer, format!("iss is not {want}")));
+        }
+    }
+    if let Some(want) = expected.audience {
+        if !audience_contains(c, want) {
+            return Err(refused(
+                Reason::WrongAudience,
+                format!("aud does not contain {want}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The rule for a token presented without a certificate or DPoP proof: a
+/// sender-constrained token (one with `cnf`) is refused, and a bearer token
+/// is accepted only when the resource server allows bearer tokens (FAPI
+/// requires sender-constrained tokens).
+///
+/// # Errors
+/// [`Invalid`] with `cnf_missing`.
+pub fn check_unbound(c: &Map<String, Value>, allow_bearer: bool) -> std::result::Result<(), Invalid> {
+    if c.contains_key("cnf") {
+        return Err(refused(
+            Reason::CnfMissing,
+            "the token is sender-constrained but no certificate or DPoP proof was presented",
+        ));
+    }
+    if !allow_bearer {
+        return Err(refused(
+            Reason::CnfMissing,
+            "the token has no cnf: FAPI requires sender-constrained tokens (set allow_bearer to accept)",
+        ));
+    }
+    Ok(())
 }
 
 fn is_sha256_b64url(s: &str) -> bool {

@@ -8,6 +8,7 @@
 use super::claims::{self, invalid, Context, Token};
 use super::request_object::signed_request;
 use crate::error::Result;
+use crate::verdict::{self, Invalid, Reason};
 use serde_json::{Map, Value};
 
 /// Whether a request-object call is about a CIBA signed authentication
@@ -40,26 +41,39 @@ pub const DEFAULT_LIFETIME: i64 = 300;
 /// # Errors
 /// `InvalidArgument` naming the claim at fault.
 pub fn check(c: &Map<String, Value>) -> Result<()> {
-    claims::string(c, "iss")?;
-    claims::audience(c)?;
-    let scope = claims::string(c, "scope")?;
+    rules(c).map_err(|i| invalid(i.detail))
+}
+
+/// [`check`] for a presented request: the same rules, each refusal typed
+/// (`missing_claim` for an absent or mistyped required claim,
+/// `claims_mismatch` for claims that break a rule).
+///
+/// # Errors
+/// [`Invalid`] naming the claim at fault.
+pub fn rules(c: &Map<String, Value>) -> std::result::Result<(), Invalid> {
+    let missing = |e: crate::error::Error| verdict::invalid(Reason::MissingClaim, e.detail());
+    let mismatch = |m: String| verdict::invalid(Reason::ClaimsMismatch, m);
+    claims::string(c, "iss").map_err(missing)?;
+    claims::audience(c).map_err(missing)?;
+    let scope = claims::string(c, "scope").map_err(missing)?;
     if !scope.split(' ').any(|s| s == "openid") {
-        return Err(invalid(
-            "claim \"scope\" must include openid (CIBA Core 7.1)",
+        return Err(mismatch(
+            "claim \"scope\" must include openid (CIBA Core 7.1)".into(),
         ));
     }
     let hints: Vec<&str> = HINTS.into_iter().filter(|h| c.contains_key(*h)).collect();
     match hints.as_slice() {
         [one] => {
-            claims::string(c, one)?;
+            claims::string(c, one).map_err(missing)?;
         }
         [] => {
-            return Err(invalid(
+            return Err(verdict::invalid(
+                Reason::MissingClaim,
                 "one of login_hint_token, id_token_hint or login_hint is required",
             ))
         }
         many => {
-            return Err(invalid(format!(
+            return Err(mismatch(format!(
                 "exactly one hint is allowed, found {}",
                 many.join(" and ")
             )))
@@ -67,7 +81,7 @@ pub fn check(c: &Map<String, Value>) -> Result<()> {
     }
     for name in ["binding_message", "client_notification_token", "user_code"] {
         if c.contains_key(name) {
-            claims::string(c, name)?;
+            claims::string(c, name).map_err(|e| mismatch(e.detail()))?;
         }
     }
     if let Some(e) = c.get("requested_expiry") {
@@ -75,19 +89,19 @@ pub fn check(c: &Map<String, Value>) -> Result<()> {
             || e.as_str()
                 .is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n > 0));
         if !ok {
-            return Err(invalid(
-                "claim \"requested_expiry\" must be a positive number of seconds",
+            return Err(mismatch(
+                "claim \"requested_expiry\" must be a positive number of seconds".into(),
             ));
         }
     }
     for forbidden in ["response_type", "redirect_uri", "request", "request_uri"] {
         if c.contains_key(forbidden) {
-            return Err(invalid(format!(
+            return Err(mismatch(format!(
                 "claim {forbidden:?} does not belong in a CIBA authentication request"
             )));
         }
     }
-    super::rar::check(c)
+    super::rar::check(c).map_err(|e| mismatch(e.detail()))
 }
 
 /// Builds a CIBA signed authentication request: parameters checked, `iat`,

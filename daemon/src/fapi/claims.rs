@@ -54,15 +54,15 @@ pub(crate) fn audience(claims: &Map<String, Value>) -> Result<()> {
     }
 }
 
-/// An optional integer time claim (NumericDate in whole seconds).
+/// How far in the future a caller-supplied `iat` may be (seconds): clocks
+/// differ a little, not by more.
+pub const MAX_FUTURE_IAT: i64 = 60;
+
+/// An optional integer time claim (NumericDate in whole seconds, bounded).
 pub(crate) fn time(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>> {
     match claims.get(name) {
         None => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-            invalid(format!(
-                "claim {name:?} must be an integer number of seconds"
-            ))
-        }),
+        Some(v) => crate::numeric_date::parse(name, v).map(Some).map_err(invalid),
     }
 }
 
@@ -83,7 +83,10 @@ pub(crate) fn refuse_computed(claims: &Map<String, Value>, names: &[&str]) -> Re
     Ok(())
 }
 
-/// Sets `iat` to now when absent, then checks `iat < exp <= iat + max_lifetime`.
+/// Sets `iat` to now when absent, refuses an `iat` more than
+/// [`MAX_FUTURE_IAT`] seconds ahead, then checks that `exp` is after the later
+/// of `now` and `iat` and at most `max_lifetime` beyond it (so a future `iat`
+/// cannot stretch a token's real lifetime).
 pub(crate) fn check_lifetime(claims: &mut Map<String, Value>, ctx: &Context) -> Result<()> {
     let exp = required_time(claims, "exp")?;
     let iat = match time(claims, "iat")? {
@@ -93,15 +96,22 @@ pub(crate) fn check_lifetime(claims: &mut Map<String, Value>, ctx: &Context) -> 
             ctx.now
         }
     };
+    if iat > ctx.now.saturating_add(MAX_FUTURE_IAT) {
+        return Err(invalid(format!(
+            "claim \"iat\" ({iat}) is in the future (now {}); at most {MAX_FUTURE_IAT} s ahead is accepted",
+            ctx.now
+        )));
+    }
     if exp <= iat {
         return Err(invalid(format!(
             "claim \"exp\" ({exp}) must be after \"iat\" ({iat})"
         )));
     }
-    if exp - iat > ctx.max_lifetime {
+    let start = iat.max(ctx.now);
+    let lifetime = exp.saturating_sub(start);
+    if lifetime > ctx.max_lifetime {
         return Err(invalid(format!(
-            "token lifetime {} s (exp - iat) exceeds this keyset's maximum of {} s",
-            exp - iat,
+            "token lifetime {lifetime} s (exp - max(now, iat)) exceeds this keyset's maximum of {} s",
             ctx.max_lifetime
         )));
     }

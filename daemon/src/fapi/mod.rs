@@ -7,6 +7,7 @@ pub mod access_token;
 pub mod ciba;
 pub mod claims;
 pub mod client_assertion;
+pub mod generic;
 pub mod hash;
 pub mod id_token;
 pub mod introspection;

@@ -44,6 +44,32 @@ pub fn check(profile: Profile, alg: Algorithm) -> Result<()> {
 /// `FailedPrecondition` naming the profile, or `InvalidArgument` for a
 /// purpose the algorithm cannot serve.
 pub fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> Result<()> {
+    if purposes.contains(&Purpose::Generic) && purposes.len() > 1 {
+        return Err(Error::InvalidArgument(
+            "purpose generic cannot be combined with other purposes: a generic keyset signs \
+             whatever its callers send, so its keys must never be trusted for a token kind; \
+             create a separate keyset"
+                .into(),
+        ));
+    }
+    // A keyset has one owner: the issuer's own keys, a client's keys, or
+    // HTTP-message keys; mixing them would make a client key trusted for
+    // the issuer's tokens (or the other way round).
+    let owner = |p: &Purpose| match p {
+        p if p.published_by_issuer() => "the authorization server's own tokens",
+        Purpose::RequestObject | Purpose::ClientAssertion => "a client's request objects and assertions",
+        _ => "HTTP message signatures",
+    };
+    if let Some(first) = purposes.first() {
+        if let Some(other) = purposes.iter().find(|p| owner(p) != owner(first)) {
+            return Err(Error::InvalidArgument(format!(
+                "purposes {first} and {other} belong to different owners ({} and {}); \
+                 a keyset serves one owner: create one keyset for each",
+                owner(first),
+                owner(other)
+            )));
+        }
+    }
     let decrypts = purposes.contains(&Purpose::RequestObjectDecryption);
     if alg.is_signing() {
         if decrypts {

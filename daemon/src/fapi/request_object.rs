@@ -3,6 +3,8 @@
 
 use super::claims::{self, invalid, Context, Token};
 use crate::error::Result;
+use crate::jose::verify::audience_contains;
+use crate::verdict::{invalid as refused, Invalid, Reason};
 use serde_json::{Map, Value};
 
 /// The media type of a request object (RFC 9101 section 10.8).
@@ -52,6 +54,13 @@ pub(crate) fn signed_request(
         )));
     }
     let iat = claims::time(&c, "iat")?.unwrap_or(ctx.now);
+    if iat > ctx.now.saturating_add(claims::MAX_FUTURE_IAT) {
+        return Err(invalid(format!(
+            "claim \"iat\" ({iat}) is in the future (now {}); at most {} s ahead is accepted",
+            ctx.now,
+            claims::MAX_FUTURE_IAT
+        )));
+    }
     let nbf = claims::time(&c, "nbf")?.unwrap_or(ctx.now);
     let exp = claims::time(&c, "exp")?.unwrap_or(nbf + lifetime);
     if exp <= nbf {
@@ -73,6 +82,86 @@ pub(crate) fn signed_request(
         typ: Some(TYP.into()),
         claims: c,
     })
+}
+
+/// What an authorization server expects of a presented request object.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// The client that sent it: `iss` (and `client_id` for RFC 9101).
+    pub client_id: &'a str,
+    /// The authorization server's issuer: must be in `aud`.
+    pub issuer: &'a str,
+    /// A CIBA signed authentication request rather than an RFC 9101 one.
+    pub ciba: bool,
+}
+
+fn claim<'a>(c: &'a Map<String, Value>, name: &str) -> std::result::Result<&'a str, Invalid> {
+    c.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| refused(Reason::MissingClaim, format!("{name} is required")))
+}
+
+/// Checks a presented request object's `typ` and claims (RFC 9101 section
+/// 10.8, FAPI 1 Advanced 5.2.2, CIBA Core 7.1.1): `typ` exactly
+/// `oauth-authz-req+jwt`, `iss` (and `client_id`) the client, `aud` the
+/// issuer, `nbf` and `exp` present with `exp - nbf` at most 60 minutes; for
+/// CIBA also `iat`, `jti` and the CIBA parameter rules. The signature and the
+/// times against the clock are checked by the caller.
+///
+/// # Errors
+/// [`Invalid`] naming the rule.
+pub fn check(
+    typ: Option<&str>,
+    c: &Map<String, Value>,
+    expected: Expected<'_>,
+) -> std::result::Result<(), Invalid> {
+    if typ != Some(TYP) {
+        return Err(refused(
+            Reason::WrongTyp,
+            match typ {
+                Some(t) => format!("typ \"{t}\" is not {TYP}"),
+                None => format!("the request object has no typ; it must be {TYP}"),
+            },
+        ));
+    }
+    if expected.ciba {
+        // CIBA Core 7.1.1: iss is the client; iat and jti are required.
+        if claim(c, "iss")? != expected.client_id {
+            return Err(refused(Reason::ClaimsMismatch, "iss must be the client"));
+        }
+        claim(c, "jti")?;
+        if !c.get("iat").is_some_and(Value::is_i64) {
+            return Err(refused(Reason::MissingClaim, "iat is required"));
+        }
+        super::ciba::rules(c)?;
+    } else if claim(c, "iss")? != expected.client_id || claim(c, "client_id")? != expected.client_id
+    {
+        return Err(refused(
+            Reason::ClaimsMismatch,
+            "iss and client_id must both be the client",
+        ));
+    }
+    if !audience_contains(c, expected.issuer) {
+        return Err(refused(
+            Reason::WrongAudience,
+            format!("aud does not contain {}", expected.issuer),
+        ));
+    }
+    let time = |name: &str| -> std::result::Result<i64, Invalid> {
+        let v = c
+            .get(name)
+            .ok_or_else(|| refused(Reason::MissingClaim, format!("{name} is required")))?;
+        crate::numeric_date::parse(name, v).map_err(|e| refused(Reason::MissingClaim, e))
+    };
+    let (nbf, exp) = (time("nbf")?, time("exp")?);
+    // Both are bounded NumericDates: the difference cannot overflow.
+    if exp - nbf > MAX_VALIDITY {
+        return Err(refused(
+            Reason::LifetimeTooLong,
+            format!("exp - nbf is {} s; at most {MAX_VALIDITY}", exp - nbf),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

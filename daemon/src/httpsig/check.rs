@@ -7,7 +7,7 @@ use super::base::signature_base;
 use super::component::{Component, ValueError};
 use super::digest;
 use super::message::Message;
-use crate::jose::verify::{invalid, Invalid, Reason};
+use crate::verdict::{invalid, Invalid, Reason};
 use sfv::{Dictionary, FieldType, Key, ListEntry, Parser};
 
 /// A signature found in a message, with the base it signs.

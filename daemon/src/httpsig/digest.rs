@@ -1,7 +1,7 @@
 //! `Content-Digest` (RFC 9530): a Dictionary of hash algorithm to the
 //! hash of the message content, e.g. `sha-256=:X48E9q...=:`.
 
-use crate::jose::verify::{invalid, Invalid, Reason};
+use crate::verdict::{invalid, Invalid, Reason};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sfv::{Dictionary, ListEntry, Parser};

@@ -3,7 +3,7 @@
 //! `rsa-pss-sha512` and `ed25519`. HMAC and RSA PKCS#1 v1.5 are refused.
 
 use crate::alg::Algorithm;
-use crate::jose::verify::{invalid, Invalid, Reason};
+use crate::verdict::{invalid, Invalid, Reason};
 use josekit::jws::JwsVerifier;
 use serde_json::{Map, Value};
 use std::fmt;

@@ -156,7 +156,7 @@ fn b_2_4_response_ecdsa_p256_sha256() {
     changed.body = Some(br#"{"message": "bad dog!"}"#.to_vec());
     assert_eq!(
         check::apply(&rec, &changed, &policy).unwrap_err().reason,
-        crate::jose::verify::Reason::DigestMismatch
+        crate::verdict::Reason::DigestMismatch
     );
 }
 
@@ -244,7 +244,7 @@ fn algorithm_confusion_is_refused() {
         "sig-b24=:wNmSUAhwb5LxtOtOpNa6W5xj067m5hFrj0XQ4fvpaCLx0NKocgPquLgyahnzDnDAUy5eCdlYUEkLIj+32oiasw==:",
     );
     let rec = check::received(&m, None, None, None).unwrap();
-    use crate::jose::verify::Reason;
+    use crate::verdict::Reason;
     let err = |alg| {
         keys::verify(&ecc_jwk(), Some(alg), rec.base.as_bytes(), &rec.signature)
             .unwrap_err()

@@ -15,6 +15,9 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroize;
 
+/// The largest plaintext a decryption returns (bytes).
+pub const MAX_PLAINTEXT: usize = 256 * 1024;
+
 /// Content encryption algorithms Custos produces and accepts.
 pub const ENCRYPTIONS: &[&str] = &["A256GCM", "A128CBC-HS256"];
 
@@ -163,6 +166,12 @@ pub fn decrypt(key: &ActiveKey, jwe: &str) -> Result<(Vec<u8>, Value)> {
             )))
         }
     }
+    if let Some(zip) = header.get("zip") {
+        return Err(invalid(format!(
+            "JWE zip {zip} refused: Custos does not decompress JWE payloads (a compressed \
+             payload can expand without bound); encrypt the request object uncompressed"
+        )));
+    }
     let enc = header.get("enc").and_then(Value::as_str).unwrap_or("");
     if !ENCRYPTIONS.contains(&enc) {
         return Err(invalid(format!(
@@ -183,6 +192,12 @@ pub fn decrypt(key: &ActiveKey, jwe: &str) -> Result<(Vec<u8>, Value)> {
         failure: Arc::new(Mutex::new(None)),
     };
     match josekit::jwe::deserialize_compact(jwe, &decrypter) {
+        Ok((mut plaintext, _)) if plaintext.len() > MAX_PLAINTEXT => {
+            plaintext.zeroize();
+            Err(invalid(format!(
+                "the decrypted payload is larger than {MAX_PLAINTEXT} bytes"
+            )))
+        }
         Ok((plaintext, _)) => Ok((plaintext, header)),
         Err(e) => Err(decrypter
             .failure

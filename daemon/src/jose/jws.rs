@@ -200,6 +200,7 @@ mod tests {
             profile: Profile::Fapi2,
             issuer: None,
             max_token_lifetime: 3600,
+            purposes: vec![crate::keyring::keyset::Purpose::Generic],
             key_ref,
             backend,
         };

@@ -65,6 +65,40 @@ impl Purpose {
     }
 }
 
+impl Purpose {
+    /// Whether keys of this purpose belong to the authorization server
+    /// itself and go into its published JWKS (`jwks_uri`): ID tokens, JARM,
+    /// access tokens, UserInfo, introspection, and the request-object
+    /// encryption key. Client keys (request objects, client assertions),
+    /// HTTP-message keys and generic keys are never published there.
+    pub fn published_by_issuer(self) -> bool {
+        matches!(
+            self,
+            Self::IdToken
+                | Self::Jarm
+                | Self::AccessToken
+                | Self::Userinfo
+                | Self::Introspection
+                | Self::RequestObjectDecryption
+        )
+    }
+
+    /// The operation that signs (or uses) keys of this purpose.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Self::IdToken => "SignIdToken, `custos sign id-token`",
+            Self::Jarm => "SignJarmResponse, `custos sign jarm`",
+            Self::AccessToken => "SignAccessToken, `custos sign access-token`",
+            Self::Userinfo | Self::Generic => "SignJwt, `custos sign jwt`",
+            Self::RequestObject => "SignRequestObject, `custos sign request-object`",
+            Self::ClientAssertion => "SignClientAssertion, `custos sign client-assertion`",
+            Self::RequestObjectDecryption => "DecryptJwe, `custos decrypt`",
+            Self::Introspection => "SignIntrospectionResponse, `custos sign introspection`",
+            Self::HttpMessage => "SignHttpMessage, `custos sign http`",
+        }
+    }
+}
+
 impl fmt::Display for Purpose {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -246,6 +280,15 @@ pub struct Keyset {
 
 fn refuse(msg: String) -> crate::error::Error {
     crate::error::Error::FailedPrecondition(msg)
+}
+
+impl Keyset {
+    /// Whether this keyset's keys belong in the issuer's published JWKS:
+    /// it has purposes and every one is the issuer's own
+    /// ([`Purpose::published_by_issuer`]).
+    pub fn published(&self) -> bool {
+        !self.purposes.is_empty() && self.purposes.iter().all(|p| p.published_by_issuer())
+    }
 }
 
 impl Keyset {

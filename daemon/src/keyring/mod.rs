@@ -80,6 +80,8 @@ pub struct ActiveKey {
     pub issuer: Option<String>,
     /// The keyset's token lifetime ceiling (seconds).
     pub max_token_lifetime: i64,
+    /// Every purpose the keyset serves (not only the one asked for).
+    pub purposes: Vec<Purpose>,
     /// The device object.
     pub key_ref: KeyRef,
     /// The backend holding it.
@@ -697,6 +699,7 @@ impl Keyring {
             profile: ks.profile,
             issuer: ks.issuer.clone(),
             max_token_lifetime: ks.max_token_lifetime,
+            purposes: ks.purposes.clone(),
             key_ref: v.key_ref.clone(),
             backend,
         })

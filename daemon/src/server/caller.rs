@@ -3,12 +3,13 @@
 //! limited, and checked against the `[[access]]` policy before anything
 //! touches a key. Denials are audited.
 //!
-//! Policy: the daemon's own uid and root may do everything (they own the
-//! daemon, its state and its PIN anyway). Anyone else needs an `[[access]]`
-//! rule naming them (by uid, gid or certificate SAN), the operation, and a
-//! glob matching the keyset. With no rules, only the daemon's uid and root
-//! may call.
-
+//! Policy: no caller is trusted implicitly for keys. The daemon's own uid
+//! and root may do what `[server] owner_operations` lists (default `manage`,
+//! `destroy`, `jwks`: they own the daemon's state anyway), and nothing else
+//! unless a rule grants it; signing, decryption and verification come only
+//! from `[[access]]` rules naming the caller (by uid, gid or certificate
+//! SAN), the operation, and a glob matching the keyset. `admin` in a rule
+//! or list means both `manage` and `destroy`.
 use crate::audit::{Auditor, Event};
 use crate::config::{AccessRule, LimitsConfig};
 use serde_json::{json, Value};
@@ -49,7 +50,8 @@ impl Caller {
         }
     }
 
-    fn key(&self) -> String {
+    /// A stable key for this identity (rate-limit buckets, replay partitions).
+    pub(crate) fn key(&self) -> String {
         match self {
             Caller::Unix { uid, .. } => format!("uid:{uid}"),
             Caller::Tls { sans, subject } => format!("tls:{}:{subject}", sans.join(",")),
@@ -97,6 +99,14 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// Whether a list of operation names grants `operation` (`admin` grants
+/// `manage` and `destroy`).
+fn grants(list: &[String], operation: &str) -> bool {
+    list.iter().any(|o| {
+        o == operation || (o == "admin" && matches!(operation, "manage" | "destroy"))
+    })
+}
+
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
@@ -107,6 +117,7 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub(crate) struct Gate {
     own_uid: u32,
+    owner_operations: Arc<Vec<String>>,
     rules: Arc<Vec<AccessRule>>,
     limits: LimitsConfig,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
@@ -115,13 +126,19 @@ pub(crate) struct Gate {
 
 impl Gate {
     /// A gate with `rules` and `limits`, auditing to `audit`.
-    pub(crate) fn new(rules: Vec<AccessRule>, limits: LimitsConfig, audit: Arc<Auditor>) -> Self {
+    pub(crate) fn new(
+        rules: Vec<AccessRule>,
+        owner_operations: Vec<String>,
+        limits: LimitsConfig,
+        audit: Arc<Auditor>,
+    ) -> Self {
         // /proc/self belongs to the process's effective uid.
         let own_uid = std::fs::metadata("/proc/self")
             .map(|m| m.uid())
             .unwrap_or(0);
         Self {
             own_uid,
+            owner_operations: Arc::new(owner_operations),
             rules: Arc::new(rules),
             limits,
             buckets: Arc::new(Mutex::new(HashMap::new())),
@@ -176,13 +193,13 @@ impl Gate {
     /// Whether `caller` may do `operation` on `keyset` (any keyset when `None`).
     pub(crate) fn may(&self, caller: &Caller, operation: &str, keyset: Option<&str>) -> bool {
         if let Caller::Unix { uid, .. } = caller {
-            if *uid == 0 || *uid == self.own_uid {
+            if (*uid == 0 || *uid == self.own_uid) && grants(&self.owner_operations, operation) {
                 return true;
             }
         }
         self.rules.iter().any(|r| {
             Self::rule_matches(r, caller)
-                && r.operations.iter().any(|o| o == operation)
+                && grants(&r.operations, operation)
                 && keyset.is_none_or(|k| r.keysets.iter().any(|g| glob(g, k)))
         })
     }
@@ -267,7 +284,16 @@ impl Gate {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::{glob, grants};
+
+    #[test]
+    fn admin_grants_manage_and_destroy_only() {
+        let admin = vec!["admin".to_string()];
+        assert!(grants(&admin, "manage") && grants(&admin, "destroy"));
+        assert!(!grants(&admin, "sign") && !grants(&admin, "decrypt"));
+        let manage = vec!["manage".to_string()];
+        assert!(grants(&manage, "manage") && !grants(&manage, "destroy"));
+    }
 
     #[test]
     fn globs() {

@@ -12,7 +12,7 @@ use crate::httpsig::base::{self, SignatureParams};
 use crate::httpsig::check::{self, Policy};
 use crate::httpsig::component::Component;
 use crate::httpsig::{digest, keys, HttpAlg, Message, TAG_REQUEST, TAG_RESPONSE};
-use crate::jose::verify::{invalid, Invalid, Reason};
+use crate::verdict::{invalid, Invalid, Reason};
 use crate::keyring::keyset::{Purpose, VersionState};
 use crate::keyring::now;
 use custos_proto::v1 as pb;
@@ -309,6 +309,10 @@ impl VerifierService {
                 })
                 .to_string(),
                 kid,
+                keyset: match &source {
+                    KeySource::Jwks(_) => "jwks".into(),
+                    KeySource::Keyset(name) => (*name).into(),
+                },
             },
             Err(i) => pb::Verdict {
                 valid: false,
@@ -316,6 +320,7 @@ impl VerifierService {
                 detail: i.detail,
                 claims_json: String::new(),
                 kid: String::new(),
+                keyset: String::new(),
             },
         };
         super::verifier::audit(&self.gate, caller, "verify_http_message", &v)?;

@@ -34,11 +34,12 @@ impl KeyAdminService {
         &self,
         request: Request<pb::VersionRequest>,
         operation: &'static str,
+        right: &'static str,
         change: fn(&Keyring, &str, &str, &str) -> Result<Keyset, Error>,
     ) -> Result<Response<pb::Keyset>, Status> {
         let caller = self
             .gate
-            .check(&request, "admin", Some(&request.get_ref().name))?;
+            .check(&request, right, Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let (name, kid) = (req.name.clone(), req.kid.clone());
         self.admin(caller, operation, &name, Some(&kid), move |k, by| {
@@ -87,7 +88,7 @@ impl KeyAdmin for KeyAdminService {
     ) -> Result<Response<pb::Keyset>, Status> {
         let caller = self
             .gate
-            .check(&request, "admin", Some(&request.get_ref().name))?;
+            .check(&request, "manage", Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let alg = req.alg.parse().map_err(invalid)?;
         let profile: Profile = req.profile.parse().map_err(invalid)?;
@@ -155,11 +156,28 @@ impl KeyAdmin for KeyAdminService {
         )?;
         let snap = self.keyring.snapshot();
         let jwks = if name.is_empty() {
-            jose::jwks(
-                snap.keysets
-                    .values()
-                    .filter(|ks| self.gate.may(&caller, "jwks", Some(&ks.name))),
-            )
+            // The issuer's published JWKS: its own keysets only, one issuer.
+            let issuer = Some(request.get_ref().issuer.as_str()).filter(|i| !i.is_empty());
+            let published: Vec<&Keyset> = snap
+                .keysets
+                .values()
+                .filter(|ks| ks.published())
+                .filter(|ks| issuer.is_none_or(|i| ks.issuer.as_deref() == Some(i)))
+                .filter(|ks| self.gate.may(&caller, "jwks", Some(&ks.name)))
+                .collect();
+            let mut issuers: Vec<&str> =
+                published.iter().filter_map(|ks| ks.issuer.as_deref()).collect();
+            issuers.sort_unstable();
+            issuers.dedup();
+            if issuers.len() > 1 {
+                return Err(to_status(Error::FailedPrecondition(format!(
+                    "the published keysets belong to {} issuers ({}); name one (CLI: --issuer) \
+                     so a JWKS never mixes issuers",
+                    issuers.len(),
+                    issuers.join(", ")
+                ))));
+            }
+            jose::jwks(published)
         } else {
             let ks = self.keyring.keyset(name).map_err(to_status)?;
             jose::jwks([&ks])
@@ -175,7 +193,7 @@ impl KeyAdmin for KeyAdminService {
     ) -> Result<Response<pb::Keyset>, Status> {
         let caller = self
             .gate
-            .check(&request, "admin", Some(&request.get_ref().name))?;
+            .check(&request, "manage", Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let name = req.name.clone();
         self.admin(caller, "rotate_keyset", &name, None, move |k, by| {
@@ -188,7 +206,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        self.version_change(request, "activate_version", Keyring::activate)
+        self.version_change(request, "activate_version", "manage", Keyring::activate)
             .await
     }
 
@@ -196,7 +214,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        self.version_change(request, "retire_version", Keyring::retire)
+        self.version_change(request, "retire_version", "manage", Keyring::retire)
             .await
     }
 
@@ -204,7 +222,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        self.version_change(request, "disable_version", Keyring::disable)
+        self.version_change(request, "disable_version", "destroy", Keyring::disable)
             .await
     }
 
@@ -214,7 +232,7 @@ impl KeyAdmin for KeyAdminService {
     ) -> Result<Response<pb::Keyset>, Status> {
         let caller = self
             .gate
-            .check(&request, "admin", Some(&request.get_ref().name))?;
+            .check(&request, "destroy", Some(&request.get_ref().name))?;
         let req = request.into_inner();
         if !req.confirm {
             return Err(to_status(Error::FailedPrecondition(
@@ -238,7 +256,7 @@ impl KeyAdmin for KeyAdminService {
     ) -> Result<Response<pb::Keyset>, Status> {
         let caller = self
             .gate
-            .check(&request, "admin", Some(&request.get_ref().name))?;
+            .check(&request, "manage", Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let dur = |s: Option<String>| s.map(|s| parse_duration(&s)).transpose().map_err(invalid);
         let update = PolicyUpdate {

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub verify: VerifyConfig,
     /// `[[access]]` rules.
     pub access: Vec<AccessRule>,
+    /// What the daemon's own uid and root may do without a rule.
+    pub owner_operations: Vec<String>,
     /// Request limits.
     pub limits: LimitsConfig,
     /// The audit log.
@@ -52,10 +54,16 @@ pub async fn serve(
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let gate = caller::Gate::new(options.access, options.limits, options.audit);
+    let gate = caller::Gate::new(
+        options.access,
+        options.owner_operations,
+        options.limits,
+        options.audit,
+    );
     let max = options.limits.max_request_bytes;
     let verify_keys = Arc::new(crate::jose::verify::KeyCache::default());
     let replay = Arc::new(crate::binding::replay::ReplayCache::new(
+        options.verify.replay_partition_entries,
         options.verify.replay_cache_entries,
     ));
     let (health_reporter, health) = tonic_health::server::health_reporter();

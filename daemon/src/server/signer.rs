@@ -49,6 +49,21 @@ fn claims_of(json: &str) -> Result<Map<String, Value>, Status> {
     jws::parse_claims(json).map_err(to_status)
 }
 
+/// Generic signing serves purposes `generic` and `userinfo` only, and a
+/// `generic` purpose only on a keyset that serves nothing else (a manifest
+/// from before that rule may still hold such a mix).
+fn generic_allowed(key: &ActiveKey, purpose: Purpose) -> Result<(), Error> {
+    match purpose {
+        Purpose::Generic if key.purposes.len() > 1 => Err(Error::FailedPrecondition(
+            "this keyset mixes purpose generic with typed purposes; generic signing is refused \
+             on it (its keys serve token kinds): move generic signing to a keyset of its own"
+                .into(),
+        )),
+        Purpose::Generic | Purpose::Userinfo => Ok(()),
+        other => Err(fapi::generic::typed_only(other)),
+    }
+}
+
 impl SignerService {
     fn key(&self, keyset: &str, purpose: Purpose) -> Result<ActiveKey, Status> {
         let key = self
@@ -177,11 +192,11 @@ impl Signer for SignerService {
         let typ = optional(req.typ);
         let claims = claims_of(&req.claims_json);
         let signed = self
-            .issue(caller, "sign_jwt", &req.keyset, purpose, None, |_, _| {
-                Ok(Token {
-                    typ,
-                    claims: claims.map_err(|s| Error::InvalidArgument(s.message().to_string()))?,
-                })
+            .issue(caller, "sign_jwt", &req.keyset, purpose, None, |key, ctx| {
+                generic_allowed(key, purpose)?;
+                let claims =
+                    claims.map_err(|s| Error::InvalidArgument(s.message().to_string()))?;
+                fapi::generic::build(purpose, typ, claims, ctx)
             })
             .await?
             .into_inner();
@@ -208,15 +223,29 @@ impl Signer for SignerService {
         }
         let purpose: Purpose = req.purpose.parse().map_err(invalid)?;
         let key = self.key(&req.keyset, purpose)?;
+        generic_allowed(&key, purpose).map_err(to_status)?;
         let kid = key.kid.clone();
         let typ = optional(req.typ);
-        let claims = req.claims_json;
+        let ctx = Context {
+            now: now(),
+            max_lifetime: key.max_token_lifetime,
+            issuer: key.issuer.clone(),
+        };
+        // The rules run before the device is asked for anything.
+        let tokens: Vec<Result<Token, Error>> = req
+            .claims_json
+            .iter()
+            .map(|c| {
+                jws::parse_claims(c)
+                    .and_then(|m| fapi::generic::build(purpose, typ.clone(), m, &ctx))
+            })
+            .collect();
         // One trip to the blocking pool for the whole batch.
         let inline = key.backend.inline_calls();
         let results: Vec<Result<String, Error>> = device(inline, move || {
-            Ok(claims
-                .iter()
-                .map(|c| jws::parse_claims(c).and_then(|m| jws::sign_jwt(&key, typ.as_deref(), m)))
+            Ok(tokens
+                .into_iter()
+                .map(|t| t.and_then(|t| jws::sign_jwt(&key, t.typ.as_deref(), t.claims)))
                 .collect())
         })
         .await?;

@@ -10,13 +10,13 @@ use crate::binding::replay::{Refusal, ReplayCache};
 use crate::binding::{cert, dpop};
 use crate::config::VerifyConfig;
 use crate::error::Error;
-use crate::fapi::request_object;
+use crate::fapi::{access_token, client_assertion, request_object};
 use crate::jose::verify::{self, invalid, Invalid, Parsed, Reason};
-use crate::keyring::keyset::VersionState;
+use crate::keyring::keyset::{Purpose, VersionState};
 use crate::keyring::{now, Keyring};
 use custos_proto::v1 as pb;
 use custos_proto::v1::verifier_server::Verifier;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -30,14 +30,23 @@ pub(crate) struct VerifierService {
     pub(crate) replay: Arc<ReplayCache>,
 }
 
-fn verdict(result: Result<(Parsed, String), Invalid>) -> pb::Verdict {
+/// A verified token: what was parsed, the kid that verified it, and what it
+/// was checked against (a keyset name, or `jwks` for caller-supplied keys).
+pub(super) struct Verified {
+    parsed: Parsed,
+    kid: String,
+    against: String,
+}
+
+fn verdict(result: Result<Verified, Invalid>) -> pb::Verdict {
     match result {
-        Ok((parsed, kid)) => pb::Verdict {
+        Ok(v) => pb::Verdict {
             valid: true,
             reason: String::new(),
             detail: String::new(),
-            claims_json: Value::Object(parsed.claims).to_string(),
-            kid,
+            claims_json: Value::Object(v.parsed.claims).to_string(),
+            kid: v.kid,
+            keyset: v.against,
         },
         Err(i) => pb::Verdict {
             valid: false,
@@ -45,7 +54,28 @@ fn verdict(result: Result<(Parsed, String), Invalid>) -> pb::Verdict {
             detail: i.detail,
             claims_json: String::new(),
             kid: String::new(),
+            keyset: String::new(),
         },
+    }
+}
+
+/// Which keyring keys a verification may trust.
+#[derive(Debug, Clone, Copy)]
+enum Trust<'a> {
+    /// The keys of this keyset (the caller named it).
+    Keyset(&'a str),
+    /// Keys of keysets that serve this token kind; when the keyset has an
+    /// issuer, the token's `iss` must be it.
+    Kind(Purpose),
+}
+
+/// A verification against caller-supplied keys.
+fn from_jwks(parsed: Parsed) -> Verified {
+    let kid = parsed.kid().unwrap_or_default().to_string();
+    Verified {
+        parsed,
+        kid,
+        against: "jwks".into(),
     }
 }
 
@@ -86,27 +116,54 @@ pub(super) fn audit(
 
 impl VerifierService {
     /// Signature check against the keyring: the kid must name an active or
-    /// retired version, and alg must be that key's.
+    /// retired version of a keyset `trust` allows (and the caller may
+    /// verify with), and alg must be that key's. Returns the kid and the
+    /// keyset's name.
     fn check_keyring(
         &self,
         caller: &Caller,
         parsed: &Parsed,
-        keyset: Option<&str>,
-    ) -> Result<String, Invalid> {
+        trust: Trust<'_>,
+    ) -> Result<(String, String), Invalid> {
         let Some(kid) = parsed.kid() else {
             return Err(invalid(Reason::UnknownKid, "the token has no kid"));
         };
         let snapshot = self.keyring.snapshot();
-        let cached = self
-            .keys
-            .get(&snapshot, kid)
-            .filter(|c| keyset.is_none_or(|k| k == c.keyset))
-            .ok_or_else(|| {
-                invalid(
-                    Reason::UnknownKid,
-                    format!("kid {kid} is not a key of this keyring"),
-                )
-            })?;
+        let unknown = || {
+            invalid(
+                Reason::UnknownKid,
+                format!("kid {kid} is not a key of this keyring"),
+            )
+        };
+        let cached = self.keys.get(&snapshot, kid).ok_or_else(unknown)?;
+        let keyset = snapshot.keysets.get(&cached.keyset).ok_or_else(unknown)?;
+        match trust {
+            Trust::Keyset(name) if name != keyset.name => return Err(unknown()),
+            Trust::Keyset(_) => {}
+            Trust::Kind(purpose) => {
+                if !keyset.purposes.contains(&purpose) {
+                    return Err(invalid(
+                        Reason::UnknownKid,
+                        format!(
+                            "kid {kid} belongs to keyset {}, which does not serve {purpose}; \
+                             only keys of {purpose} keysets are trusted for it",
+                            keyset.name
+                        ),
+                    ));
+                }
+                if let Some(issuer) = &keyset.issuer {
+                    if parsed.claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+                        return Err(invalid(
+                            Reason::WrongIssuer,
+                            format!(
+                                "iss is not {issuer}, the issuer of keyset {} that kid {kid} belongs to",
+                                keyset.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         if !self.gate.may(caller, "verify", Some(&cached.keyset)) {
             return Err(invalid(
                 Reason::UnknownKid,
@@ -123,14 +180,14 @@ impl VerifierService {
             ));
         };
         key.verify(parsed)?;
-        Ok(kid.to_string())
+        Ok((kid.to_string(), cached.keyset.clone()))
     }
 
     fn access_token(
         &self,
         caller: &Caller,
         req: &pb::VerifyAccessTokenRequest,
-    ) -> Result<Result<(Parsed, String), Invalid>, Status> {
+    ) -> Result<Result<Verified, Invalid>, Status> {
         use pb::verify_access_token_request::Binding;
         // A certificate that does not parse is a bad request, not a verdict.
         let der = match &req.binding {
@@ -141,35 +198,19 @@ impl VerifierService {
         let skew = self.rules.clock_skew;
         Ok((|| {
             let parsed = verify::parse(&req.token)?;
-            if parsed.typ().is_some_and(|t| {
-                !t.eq_ignore_ascii_case("at+jwt") && !t.eq_ignore_ascii_case("application/at+jwt")
-            }) {
-                return Err(invalid(
-                    Reason::WrongTyp,
-                    format!("typ {:?} is not at+jwt", parsed.typ()),
-                ));
-            }
-            let kid = self.check_keyring(caller, &parsed, None)?;
+            let expected = access_token::Expected {
+                issuer: Some(req.issuer.as_str()).filter(|i| !i.is_empty()),
+                audience: Some(req.audience.as_str()).filter(|a| !a.is_empty()),
+            };
+            access_token::check(parsed.typ(), &parsed.claims, expected)?;
+            let (kid, keyset) =
+                self.check_keyring(caller, &parsed, Trust::Kind(Purpose::AccessToken))?;
             let c = &parsed.claims;
             verify::check_times(c, now, skew, true)?;
-            if !req.issuer.is_empty()
-                && c.get("iss").and_then(Value::as_str) != Some(req.issuer.as_str())
-            {
-                return Err(invalid(
-                    Reason::WrongIssuer,
-                    format!("iss is not {}", req.issuer),
-                ));
-            }
-            if !req.audience.is_empty() && !verify::audience_contains(c, &req.audience) {
-                return Err(invalid(
-                    Reason::WrongAudience,
-                    format!("aud does not contain {}", req.audience),
-                ));
-            }
             match (&req.binding, &der) {
                 (Some(Binding::ClientCertificate(_)), Some(der)) => cert::check_binding(c, der)?,
                 (Some(Binding::Dpop(p)), _) => {
-                    let jkt = dpop::check_proof(
+                    let proof = dpop::check_proof(
                         &dpop::DpopRequest {
                             proof: &p.proof,
                             htm: &p.htm,
@@ -181,26 +222,18 @@ impl VerifierService {
                             window: self.rules.dpop_window,
                             skew,
                         },
-                        &self.replay,
                     )?;
-                    dpop::check_binding(c, &jkt)?;
+                    dpop::check_binding(c, &proof.jkt)?;
+                    // Everything else passed: only now is the jti remembered.
+                    dpop::record(&self.replay, &caller.key(), &proof, now)?;
                 }
-                _ => {
-                    if c.contains_key("cnf") {
-                        return Err(invalid(
-                            Reason::CnfMissing,
-                            "the token is sender-constrained but no certificate or DPoP proof was presented",
-                        ));
-                    }
-                    if !req.allow_bearer {
-                        return Err(invalid(
-                            Reason::CnfMissing,
-                            "the token has no cnf: FAPI requires sender-constrained tokens (set allow_bearer to accept)",
-                        ));
-                    }
-                }
+                _ => access_token::check_unbound(c, req.allow_bearer)?,
             }
-            Ok((parsed, kid))
+            Ok(Verified {
+                parsed,
+                kid,
+                against: keyset,
+            })
         })())
     }
 
@@ -217,12 +250,6 @@ impl VerifierService {
 
 fn state_name(s: VersionState) -> &'static str {
     s.as_str()
-}
-
-fn claim<'a>(c: &'a Map<String, Value>, name: &str) -> Result<&'a str, Invalid> {
-    c.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid(Reason::MissingClaim, format!("{name} is required")))
 }
 
 #[tonic::async_trait]
@@ -262,16 +289,19 @@ impl Verifier for VerifierService {
                 self.keyring.keyset(name).map_err(to_status)?;
                 verify::parse(&req.token).and_then(|p| {
                     typ_ok(&p)?;
-                    let kid = self.check_keyring(&caller, &p, Some(name))?;
-                    Ok((p, kid))
+                    let (kid, keyset) = self.check_keyring(&caller, &p, Trust::Keyset(name))?;
+                    Ok(Verified {
+                        parsed: p,
+                        kid,
+                        against: keyset,
+                    })
                 })
             }
             Some(Keys::JwksJson(j)) => {
                 let jwks = parse_jwks(j)?;
                 self.client_jws(&req.token, &jwks)?.and_then(|p| {
                     typ_ok(&p)?;
-                    let kid = p.kid().unwrap_or_default().to_string();
-                    Ok((p, kid))
+                    Ok(from_jwks(p))
                 })
             }
             None => {
@@ -301,57 +331,17 @@ impl Verifier for VerifierService {
         let now = now();
         let skew = self.rules.clock_skew;
         let result = self.client_jws(&req.token, &jwks)?.and_then(|p| {
-            if p.typ().is_some_and(|t| t != request_object::TYP) {
-                return Err(invalid(
-                    Reason::WrongTyp,
-                    format!("typ {:?} is not {}", p.typ(), request_object::TYP),
-                ));
-            }
-            let c = &p.claims;
-            verify::check_times(c, now, skew, true)?;
-            if ciba {
-                // CIBA Core 7.1.1: iss is the client; iat and jti are required.
-                if claim(c, "iss")? != req.client_id {
-                    return Err(invalid(Reason::ClaimsMismatch, "iss must be the client"));
-                }
-                claim(c, "jti")?;
-                if !c.get("iat").is_some_and(Value::is_i64) {
-                    return Err(invalid(Reason::MissingClaim, "iat is required"));
-                }
-                crate::fapi::ciba::check(c).map_err(|e| {
-                    let detail = e.to_string();
-                    let reason = if detail.contains("required") || detail.contains("must include") {
-                        Reason::MissingClaim
-                    } else {
-                        Reason::ClaimsMismatch
-                    };
-                    invalid(reason, detail)
-                })?;
-            } else if claim(c, "iss")? != req.client_id || claim(c, "client_id")? != req.client_id {
-                return Err(invalid(
-                    Reason::ClaimsMismatch,
-                    "iss and client_id must both be the client",
-                ));
-            }
-            if !verify::audience_contains(c, &req.issuer) {
-                return Err(invalid(
-                    Reason::WrongAudience,
-                    format!("aud does not contain {}", req.issuer),
-                ));
-            }
-            let nbf = c
-                .get("nbf")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| invalid(Reason::MissingClaim, "nbf is required"))?;
-            let exp = c.get("exp").and_then(Value::as_i64).unwrap_or(0);
-            if exp - nbf > request_object::MAX_VALIDITY {
-                return Err(invalid(
-                    Reason::LifetimeTooLong,
-                    format!("exp - nbf is {} s; at most 3600", exp - nbf),
-                ));
-            }
-            let kid = p.kid().unwrap_or_default().to_string();
-            Ok((p, kid))
+            verify::check_times(&p.claims, now, skew, true)?;
+            request_object::check(
+                p.typ(),
+                &p.claims,
+                request_object::Expected {
+                    client_id: &req.client_id,
+                    issuer: &req.issuer,
+                    ciba,
+                },
+            )?;
+            Ok(from_jwks(p))
         });
         let v = verdict(result);
         audit(&self.gate, &caller, "verify_request_object", &v)?;
@@ -386,37 +376,18 @@ impl Verifier for VerifierService {
         let jwks = parse_jwks(&req.jwks_json)?;
         let now = now();
         let skew = self.rules.clock_skew;
+        let partition = format!("assertion:{}", req.client_id);
         let result = self.client_jws(&req.token, &jwks)?.and_then(|p| {
-            let c = &p.claims;
-            verify::check_times(c, now, skew, true)?;
-            if claim(c, "iss")? != req.client_id || claim(c, "sub")? != req.client_id {
-                return Err(invalid(
-                    Reason::ClaimsMismatch,
-                    "iss and sub must both be the client_id",
-                ));
-            }
-            if !req
-                .audiences
-                .iter()
-                .any(|a| verify::audience_contains(c, a))
-            {
-                return Err(invalid(
-                    Reason::WrongAudience,
-                    "aud contains none of the accepted audiences",
-                ));
-            }
-            let exp = c.get("exp").and_then(Value::as_i64).unwrap_or(0);
-            let iat = c.get("iat").and_then(Value::as_i64).unwrap_or(now);
-            if exp - iat > 3600 {
-                return Err(invalid(
-                    Reason::LifetimeTooLong,
-                    "an assertion may live at most one hour",
-                ));
-            }
-            let jti = claim(c, "jti")?;
+            verify::check_times(&p.claims, now, skew, true)?;
+            let (jti, exp) =
+                client_assertion::check(&p.claims, &req.client_id, &req.audiences, now)?;
+            // Every other check passed: remember the jti until the checked
+            // expiry, in this caller's partition for this client.
             match self.replay.check_and_insert(
-                &format!("assertion:{}:{jti}", req.client_id),
-                exp + skew,
+                &caller.key(),
+                &partition,
+                jti,
+                exp.saturating_add(skew),
                 now,
             ) {
                 Ok(()) => {}
@@ -429,12 +400,14 @@ impl Verifier for VerifierService {
                 Err(Refusal::Full) => {
                     return Err(invalid(
                         Reason::Replay,
-                        "the replay cache is full; try again shortly",
+                        format!(
+                            "this caller's replay cache for client {} is full; try again shortly",
+                            req.client_id
+                        ),
                     ))
                 }
             }
-            let kid = p.kid().unwrap_or_default().to_string();
-            Ok((p, kid))
+            Ok(from_jwks(p))
         });
         let v = verdict(result);
         audit(&self.gate, &caller, "verify_client_assertion", &v)?;
