@@ -164,10 +164,16 @@ async fn one_call(client: &Client, load: &Load, claims: &str) -> Result<u64, Err
 /// Runs `load` with `concurrency` callers for `duration`, spread round
 /// robin over `clients` (one connection each).
 pub async fn run(clients: &[Client], load: Load, concurrency: usize, duration: Duration) -> Report {
+    // A realistic claim set within the keyset's lifetime ceiling (generic
+    // signing applies it like every other token kind).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let claims = serde_json::json!({
         "iss": "https://as.bank.example", "sub": "248289761001", "aud": "client-app-1",
-        "exp": 4_102_444_800u64, "iat": 1_700_000_000u64, "nonce": "n-0S6_WzA2Mj",
-        "acr": "urn:mace:incommon:iap:silver", "auth_time": 1_700_000_000u64
+        "exp": now + 300, "iat": now, "nonce": "n-0S6_WzA2Mj",
+        "acr": "urn:mace:incommon:iap:silver", "auth_time": now
     })
     .to_string();
     let batch = match &load {

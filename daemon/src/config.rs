@@ -112,6 +112,36 @@ pub struct KeyringConfig {
     pub refresh: String,
     /// How often the rotation schedule runs (`"10s"`).
     pub schedule_tick: String,
+    /// The shortest rotation period a policy may set (`"1h"`).
+    pub min_rotation_period: String,
+    /// Key versions a keyset may hold on the device at once (10).
+    pub max_live_versions: usize,
+    /// Keysets one backend may hold (1000).
+    pub max_keysets_per_backend: usize,
+}
+
+impl KeyringConfig {
+    /// The quotas, checked.
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn limits(&self) -> Result<crate::keyring::Limits, String> {
+        let min_rotation_period = crate::keyring::policy::parse_duration(&self.min_rotation_period)
+            .map_err(|e| format!("[keyring] min_rotation_period: {e}"))?;
+        if min_rotation_period < 1 || self.max_live_versions < 2 || self.max_keysets_per_backend < 1
+        {
+            return Err(
+                "[keyring] min_rotation_period must be at least 1s, max_live_versions at least 2 \
+                        and max_keysets_per_backend at least 1"
+                    .into(),
+            );
+        }
+        Ok(crate::keyring::Limits {
+            min_rotation_period,
+            max_live_versions: self.max_live_versions,
+            max_keysets_per_backend: self.max_keysets_per_backend,
+        })
+    }
 }
 
 impl Default for KeyringConfig {
@@ -120,6 +150,9 @@ impl Default for KeyringConfig {
             manifest: "file".into(),
             refresh: "10s".into(),
             schedule_tick: "10s".into(),
+            min_rotation_period: "1h".into(),
+            max_live_versions: 10,
+            max_keysets_per_backend: 1000,
         }
     }
 }
@@ -191,7 +224,9 @@ pub struct ServerConfig {
 
 /// Every operation an `[[access]]` rule (or `owner_operations`) can name.
 /// `admin` is shorthand for `manage` and `destroy`.
-pub const OPERATIONS: [&str; 7] = ["sign", "decrypt", "verify", "jwks", "manage", "destroy", "admin"];
+pub const OPERATIONS: [&str; 7] = [
+    "sign", "decrypt", "verify", "jwks", "manage", "destroy", "admin",
+];
 
 fn default_owner_operations() -> Vec<String> {
     ["manage", "destroy", "jwks"].map(String::from).to_vec()
@@ -230,6 +265,13 @@ impl ServerConfig {
         if mode > 0o777 {
             return Err(format!(
                 "[server] socket_mode {:?} is not a permission mode",
+                self.socket_mode
+            ));
+        }
+        if mode & 0o002 != 0 {
+            return Err(format!(
+                "[server] socket_mode {:?} lets every local user connect; use 0660 with \
+                 socket_group for the callers' group",
                 self.socket_mode
             ));
         }
@@ -344,6 +386,7 @@ impl Config {
             check_operations(&format!("[[access]] {:?}", rule.name), &rule.operations)?;
         }
         check_operations("[server] owner_operations", &config.server.owner_operations)?;
+        config.keyring.limits()?;
         for d in [&config.keyring.refresh, &config.keyring.schedule_tick] {
             match crate::keyring::policy::parse_duration(d) {
                 Ok(s) if s >= 1 => {}

@@ -20,7 +20,9 @@ pub fn parse(name: &str, v: &Value) -> Result<i64, String> {
         Some(t) => Err(format!(
             "claim {name:?} ({t}) is outside 0..={MAX_TIME} (1970 to the year 9999)"
         )),
-        None => Err(format!("claim {name:?} must be an integer number of seconds")),
+        None => Err(format!(
+            "claim {name:?} must be an integer number of seconds"
+        )),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::keyring::Keyring;
 use crate::secret::Secret;
 use crate::server::ServeOptions;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,6 +158,7 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
     };
     let audit = Arc::new(Auditor::open(&config.audit)?);
     let keyring = Keyring::open(store, backends).map_err(|e| e.to_string())?;
+    keyring.set_limits(config.keyring.limits()?);
     keyring.set_auditor(audit.clone());
     Ok(Setup {
         config,
@@ -240,14 +241,32 @@ fn bind(server: &ServerConfig) -> Result<tokio::net::UnixListener, String> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)
         .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let dir_mode = std::fs::metadata(parent)
-        .map_err(|e| format!("cannot inspect {}: {e}", parent.display()))?
-        .permissions()
-        .mode();
+    let dir = std::fs::metadata(parent)
+        .map_err(|e| format!("cannot inspect {}: {e}", parent.display()))?;
+    let dir_mode = dir.permissions().mode();
     if dir_mode & 0o002 != 0 {
         return Err(format!(
             "the socket directory {} is world-writable; put the socket in a directory only custosd's user (and group) can write, e.g. /run/custos",
             parent.display()
+        ));
+    }
+    let socket_gid = server.socket_group.as_deref().map(group_id).transpose()?;
+    // Whoever can write the directory can replace the socket with their own.
+    let own_uid = nix::unistd::geteuid().as_raw();
+    if dir.uid() != 0 && dir.uid() != own_uid {
+        return Err(format!(
+            "the socket directory {} belongs to uid {}, not to custosd's user or root; \
+             whoever owns it can replace the socket",
+            parent.display(),
+            dir.uid()
+        ));
+    }
+    if dir_mode & 0o020 != 0 && socket_gid.map(|g| g.as_raw()) != Some(dir.gid()) {
+        return Err(format!(
+            "the socket directory {} is group-writable (gid {}); make it writable only by \
+             custosd's user (chmod g-w), or by the [server] socket_group",
+            parent.display(),
+            dir.gid()
         ));
     }
     let listener = tokio::net::UnixListener::bind(path)
@@ -255,20 +274,22 @@ fn bind(server: &ServerConfig) -> Result<tokio::net::UnixListener, String> {
     let mode = server.socket_mode()?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
-    if let Some(group) = &server.socket_group {
-        let gid = match group.parse::<u32>() {
-            Ok(n) => nix::unistd::Gid::from_raw(n),
-            Err(_) => {
-                nix::unistd::Group::from_name(group)
-                    .map_err(|e| format!("[server] socket_group {group:?}: {e}"))?
-                    .ok_or_else(|| format!("[server] socket_group {group:?} does not exist"))?
-                    .gid
-            }
-        };
+    if let (Some(group), Some(gid)) = (&server.socket_group, socket_gid) {
         nix::unistd::chown(path, None, Some(gid))
             .map_err(|e| format!("cannot give {} to group {group}: {e}", path.display()))?;
     }
     Ok(listener)
+}
+
+/// A group name or number as a gid.
+fn group_id(group: &str) -> Result<nix::unistd::Gid, String> {
+    match group.parse::<u32>() {
+        Ok(n) => Ok(nix::unistd::Gid::from_raw(n)),
+        Err(_) => Ok(nix::unistd::Group::from_name(group)
+            .map_err(|e| format!("[server] socket_group {group:?}: {e}"))?
+            .ok_or_else(|| format!("[server] socket_group {group:?} does not exist"))?
+            .gid),
+    }
 }
 
 async fn shutdown_signal() {

@@ -100,4 +100,3 @@ pub fn invalid(reason: Reason, detail: impl Into<String>) -> Invalid {
         detail: detail.into(),
     }
 }
-

@@ -165,7 +165,9 @@ pub struct DaemonConfig {
 /// (the daemon's owner, who has no signing rights by default).
 pub fn grant_self() -> String {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     format!(
         "\n[[access]]\nname = \"test harness\"\nunix_uid = {uid}\nkeysets = [\"*\"]\noperations = [\"sign\", \"decrypt\", \"verify\", \"jwks\", \"admin\"]\n"
     )
@@ -591,6 +593,21 @@ impl Drop for P11KitServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Every keyset's public keys in one JWK Set (what an independent verifier
+/// in these tests checks against). The daemon's default JWKS holds only the
+/// issuer's published keysets, so this asks for each keyset by name.
+pub async fn every_jwks(c: &Client) -> serde_json::Value {
+    let mut keys = Vec::new();
+    for ks in c.list_keysets().await.expect("list keysets") {
+        let text = c.jwks(Some(&ks.name)).await.expect("jwks");
+        let set: serde_json::Value = serde_json::from_str(&text).expect("JWKS is JSON");
+        if let Some(k) = set["keys"].as_array() {
+            keys.extend(k.iter().cloned());
+        }
+    }
+    serde_json::json!({ "keys": keys })
 }
 
 /// A keyset request on the default backend.

@@ -42,7 +42,7 @@ async fn another_uid_is_refused_until_a_policy_grants_it_and_only_what_it_grants
     let audit = hsm.dir.path().join("audit.jsonl");
     let base = DaemonConfig {
         socket_dir: Some(shared.path().to_path_buf()),
-        server_toml: "socket_mode = \"0666\"\n".into(),
+        server_toml: "socket_mode = \"0660\"\nsocket_group = \"65534\"\n".into(),
         extra_toml: format!("\n[audit]\nfile = \"{}\"\n", audit.display()),
         ..DaemonConfig::default()
     };
@@ -160,7 +160,8 @@ async fn another_uid_is_refused_until_a_policy_grants_it_and_only_what_it_grants
         ],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("admin"), "{}", stderr(&out));
+    // Creating needs the `manage` right (admin is split into manage and destroy).
+    assert!(stderr(&out).contains("manage"), "{}", stderr(&out));
     let out = as_nobody(
         &cli,
         &d.socket,
@@ -177,9 +178,25 @@ async fn another_uid_is_refused_until_a_policy_grants_it_and_only_what_it_grants
         .map(|k| k["name"].as_str().expect("name"))
         .collect();
     assert_eq!(names, vec!["as-at", "as-id"]);
+    // The published JWKS never holds generic keys (trust model); each
+    // granted keyset's own JWKS is served, the others are refused.
     let out = as_nobody(&cli, &d.socket, &["jwks"]);
     let jwks: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(jwks["keys"].as_array().expect("keys").len(), 2);
+    assert_eq!(jwks["keys"].as_array().expect("keys").len(), 0);
+    for (name, keys) in [("as-at", Some(1)), ("as-id", Some(1)), ("other", None)] {
+        let out = as_nobody(&cli, &d.socket, &["jwks", "--keyset", name]);
+        match keys {
+            Some(n) => {
+                let jwks: Value = serde_json::from_slice(&out.stdout).expect("json");
+                assert_eq!(jwks["keys"].as_array().expect("keys").len(), n);
+            }
+            None => assert!(
+                stderr(&out).contains("PermissionDenied"),
+                "{}",
+                stderr(&out)
+            ),
+        }
+    }
 
     // Every sign and every denial has its audit line with the right caller and kid.
     let lines = audit_lines(&audit);
@@ -218,7 +235,7 @@ async fn another_uid_is_refused_until_a_policy_grants_it_and_only_what_it_grants
         .all(|l| l["caller"]["uid"] == 65534 && l["caller"]["pid"].is_number()));
     assert!(denied
         .iter()
-        .any(|l| l["operation"] == "admin" && l["keyset"] == "as-new"));
+        .any(|l| l["operation"] == "manage" && l["keyset"] == "as-new"));
 }
 
 fn hex_encode(b: &[u8]) -> String {

@@ -9,7 +9,12 @@ use serde_json::{json, Value};
 use tonic::Code;
 
 async fn jwks(c: &Client, keyset: Option<&str>) -> Value {
-    serde_json::from_str(&c.jwks(keyset).await.expect("jwks")).expect("JWKS is JSON")
+    match keyset {
+        Some(_) => {
+            serde_json::from_str(&c.jwks(keyset).await.expect("jwks")).expect("JWKS is JSON")
+        }
+        None => custos_e2e::every_jwks(c).await,
+    }
 }
 
 fn code(r: Result<impl std::fmt::Debug, custos_client::Error>) -> (Code, String) {
@@ -24,7 +29,7 @@ async fn es256_a_thousand_signatures_all_verify() {
     let d = Daemon::start(&hsm).await;
     let c = d.client().await;
     let ks = c
-        .create_keyset(spec("as-id-token", "ES256", &["id_token"]))
+        .create_keyset(spec("as-id-token", "ES256", &["generic"]))
         .await
         .expect("create");
     let kid = ks.versions[0].kid.clone();
@@ -38,7 +43,7 @@ async fn es256_a_thousand_signatures_all_verify() {
             for i in 0..250 {
                 let claims = json!({"sub": format!("user-{worker}-{i}"), "n": i}).to_string();
                 let r = c
-                    .sign_jwt("as-id-token", "id_token", Some("JWT"), &claims)
+                    .sign_jwt("as-id-token", "generic", Some("JWT"), &claims)
                     .await
                     .expect("sign");
                 out.push((r, worker, i));
@@ -71,7 +76,7 @@ async fn ps256_verifies_with_salt_length_exactly_32() {
     let hsm = Hsm::new();
     let d = Daemon::start(&hsm).await;
     let c = d.client().await;
-    c.create_keyset(spec("as-ps", "PS256", &["id_token", "access_token"]))
+    c.create_keyset(spec("as-ps", "PS256", &["generic"]))
         .await
         .expect("create");
     let set = jwks(&c, Some("as-ps")).await;
@@ -88,14 +93,14 @@ async fn ps256_verifies_with_salt_length_exactly_32() {
         let r = c
             .sign_jwt(
                 "as-ps",
-                "access_token",
-                Some("at+jwt"),
+                "generic",
+                Some("JWT"),
                 &json!({"i": i}).to_string(),
             )
             .await
             .expect("sign");
         let v = verify_with_jwks(&r.jws, &set).expect("RustCrypto PSS with salt 32");
-        assert_eq!(v.header["typ"], "at+jwt");
+        assert_eq!(v.header["typ"], "JWT");
         assert!(
             openssl_pss_verify(&r.jws, jwk, 32).expect("openssl"),
             "openssl saltlen 32"
@@ -204,7 +209,7 @@ async fn restart_keeps_keysets_and_kids_and_they_still_sign() {
     let mut kids = Vec::new();
     for (name, alg) in [("e", "ES256"), ("p", "PS256"), ("d", "EdDSA")] {
         kids.push(
-            c.create_keyset(spec(name, alg, &["id_token"]))
+            c.create_keyset(spec(name, alg, &["generic"]))
                 .await
                 .expect("create")
                 .versions[0]
@@ -224,7 +229,7 @@ async fn restart_keeps_keysets_and_kids_and_they_still_sign() {
     assert_eq!(got, kids);
     for name in ["e", "p", "d"] {
         let r = c
-            .sign_jwt(name, "id_token", None, "{}")
+            .sign_jwt(name, "generic", None, "{}")
             .await
             .expect("sign after restart");
         verify_with_jwks(&r.jws, &before)
@@ -237,33 +242,33 @@ async fn errors_carry_the_right_status() {
     let hsm = Hsm::new();
     let d = Daemon::start(&hsm).await;
     let c = d.client().await;
-    c.create_keyset(spec("ks", "ES256", &["id_token"]))
+    c.create_keyset(spec("ks", "ES256", &["generic"]))
         .await
         .expect("create");
 
-    let (k, m) = code(c.sign_jwt("nope", "id_token", None, "{}").await);
+    let (k, m) = code(c.sign_jwt("nope", "generic", None, "{}").await);
     assert_eq!(k, Code::NotFound);
     assert!(m.contains("nope"), "{m}");
     assert_eq!(code(c.get_keyset("nope").await).0, Code::NotFound);
     assert_eq!(code(c.jwks(Some("nope")).await).0, Code::NotFound);
 
     for bad in ["[1,2]", "\"str\"", "42", "{not json", "null"] {
-        let (k, m) = code(c.sign_jwt("ks", "id_token", None, bad).await);
+        let (k, m) = code(c.sign_jwt("ks", "generic", None, bad).await);
         assert_eq!(k, Code::InvalidArgument, "{bad}: {m}");
     }
     let big = json!({"blob": "x".repeat(64 * 1024)}).to_string();
-    let (k, m) = code(c.sign_jwt("ks", "id_token", None, &big).await);
+    let (k, m) = code(c.sign_jwt("ks", "generic", None, &big).await);
     assert_eq!(k, Code::InvalidArgument);
     assert!(m.contains("64 KiB"), "{m}");
     let (k, m) = code(
-        c.sign_jwt("ks", "id_token", None, r#"{"exp":"tomorrow"}"#)
+        c.sign_jwt("ks", "generic", None, r#"{"exp":"tomorrow"}"#)
             .await,
     );
     assert_eq!(k, Code::InvalidArgument, "{m}");
 
     let (k, m) = code(c.sign_jwt("ks", "jarm", None, "{}").await);
     assert_eq!(k, Code::FailedPrecondition);
-    assert!(m.contains("id_token"), "names the allowed purposes: {m}");
+    assert!(m.contains("generic"), "names the allowed purposes: {m}");
     let (k, m) = code(c.sign_jwt("ks", "teleport", None, "{}").await);
     assert_eq!(k, Code::InvalidArgument, "{m}");
 
@@ -370,19 +375,12 @@ async fn cli_drives_every_core_operation() {
         serde_json::from_str(&ok(&["jwks", "--keyset", "as-at"], None)).expect("json");
     assert_eq!(set, set_one);
 
-    let claims =
-        json!({"iss": "https://as.example", "sub": "alice", "exp": now() + 300}).to_string();
+    // Typed purposes sign through their typed operations.
+    let claims = json!({"iss": "https://as.example", "sub": "alice", "aud": "client-1",
+        "client_id": "client-1", "exp": now() + 300})
+    .to_string();
     let from_stdin = ok(
-        &[
-            "sign",
-            "jwt",
-            "--keyset",
-            "as-at",
-            "--purpose",
-            "access_token",
-            "--typ",
-            "at+jwt",
-        ],
+        &["sign", "access-token", "--keyset", "as-at"],
         Some(&claims),
     );
     let v = verify_with_jwks(from_stdin.trim(), &set).expect("verifies");
@@ -393,11 +391,9 @@ async fn cli_drives_every_core_operation() {
     let from_file = ok(
         &[
             "sign",
-            "jwt",
+            "id-token",
             "--keyset",
             "as-at",
-            "--purpose",
-            "id_token",
             "--claims",
             file.to_str().expect("utf-8"),
         ],
@@ -645,12 +641,12 @@ async fn dev_mode_runs_on_software_keys_with_a_banner() {
     }
     let c = client.expect("dev daemon answers on ./custos-dev.sock");
     let ks = c
-        .create_keyset(spec("dev-ks", "ES256", &["id_token"]))
+        .create_keyset(spec("dev-ks", "ES256", &["generic"]))
         .await
         .expect("create");
     assert_eq!(ks.backend, "dev");
     let r = c
-        .sign_jwt("dev-ks", "id_token", None, r#"{"sub":"x"}"#)
+        .sign_jwt("dev-ks", "generic", None, r#"{"sub":"x"}"#)
         .await
         .expect("sign");
     verify_with_jwks(&r.jws, &jwks(&c, None).await).expect("verifies");

@@ -22,7 +22,7 @@ async fn setup() -> (Hsm, Daemon, Client) {
 }
 
 async fn jwks(c: &Client) -> Value {
-    serde_json::from_str(&c.jwks(None).await.expect("jwks")).expect("json")
+    custos_e2e::every_jwks(c).await
 }
 
 fn refused<T: std::fmt::Debug>(r: Result<T, custos_client::Error>) -> (Code, String) {
@@ -574,7 +574,7 @@ async fn cli_signs_and_verifies_raw_http_messages() {
     let signed_path = dir.path().join("signed.http");
     std::fs::write(&signed_path, &signed).expect("write");
     let jwks_path = dir.path().join("jwks.json");
-    std::fs::write(&jwks_path, c.jwks(None).await.expect("jwks")).expect("write");
+    std::fs::write(&jwks_path, custos_e2e::every_jwks(&c).await.to_string()).expect("write");
     for keys in [
         ["--keyset", "http"],
         ["--jwks", jwks_path.to_str().expect("utf8")],

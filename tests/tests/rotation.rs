@@ -278,7 +278,9 @@ async fn emergency_rotation_and_every_refusal() {
 
 fn fast_schedule() -> DaemonConfig {
     DaemonConfig {
-        extra_toml: "\n[keyring]\nschedule_tick = \"1s\"\nrefresh = \"1s\"\n".into(),
+        extra_toml:
+            "\n[keyring]\nschedule_tick = \"1s\"\nrefresh = \"1s\"\nmin_rotation_period = \"1s\"\n"
+                .into(),
         ..DaemonConfig::default()
     }
 }

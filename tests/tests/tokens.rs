@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::process::{Command, Output};
 
 async fn jwks(c: &Client) -> Value {
-    serde_json::from_str(&c.jwks(None).await.expect("jwks")).expect("json")
+    custos_e2e::every_jwks(c).await
 }
 
 fn kids(set: &Value) -> Vec<String> {

@@ -30,7 +30,7 @@ fn config(tpm: &Swtpm, rsa_raw: bool) -> DaemonConfig {
 }
 
 async fn jwks(c: &Client) -> Value {
-    serde_json::from_str(&c.jwks(None).await.expect("jwks")).expect("json")
+    custos_e2e::every_jwks(c).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,9 +190,19 @@ async fn fapi_operations_and_rotation_on_tpm_keysets() {
         .kid
         .clone();
     let s = c
-        .sign_jwt("as-id", "id_token", None, "{}")
+        .sign_id_token(proto::SignIdTokenRequest {
+            keyset: "as-id".into(),
+            claims_json: json!({"iss": "https://as.example", "sub": "a", "aud": "c1",
+                "exp": now() + 60})
+            .to_string(),
+            ..Default::default()
+        })
         .await
         .expect("sign");
+    let s = proto::SignJwtResponse {
+        jws: s.token,
+        kid: s.kid,
+    };
     assert_eq!(s.kid, new);
     verify_with_jwks(&s.jws, &jwks(&c).await).expect("new key verifies");
 }

@@ -88,10 +88,12 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
     let cert = cert.display().to_string();
     use base64::Engine;
     use sha2::Digest;
-    let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&cert_der));
-    let forged = json!({"iss": ISSUER, "sub": "admin", "aud": "https://rs.bank", "client_id": "client-1",
+    let x5t =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&cert_der));
+    let forged =
+        json!({"iss": ISSUER, "sub": "admin", "aud": "https://rs.bank", "client_id": "client-1",
         "exp": now() + 300, "jti": rand_jti(), "cnf": {"x5t#S256": x5t}})
-    .to_string();
+        .to_string();
     let claims = public_file(shared.path(), "forged.json", &forged);
 
     // The reproduction: sign under the client-assertion purpose with typ at+jwt.
@@ -100,8 +102,16 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
         &cli,
         &d.socket,
         &[
-            "sign", "jwt", "--keyset", "client-1-assert", "--purpose", "client_assertion", "--typ",
-            "at+jwt", "--claims", &claims,
+            "sign",
+            "jwt",
+            "--keyset",
+            "client-1-assert",
+            "--purpose",
+            "client_assertion",
+            "--typ",
+            "at+jwt",
+            "--claims",
+            &claims,
         ],
     );
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
@@ -116,7 +126,18 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
             CLIENT,
             &cli,
             &d.socket,
-            &["sign", "jwt", "--keyset", "client-1-gen", "--purpose", "generic", "--typ", typ, "--claims", &claims],
+            &[
+                "sign",
+                "jwt",
+                "--keyset",
+                "client-1-gen",
+                "--purpose",
+                "generic",
+                "--typ",
+                typ,
+                "--claims",
+                &claims,
+            ],
         );
         assert_eq!(o.status.code(), Some(1), "{}", err(&o));
         assert!(err(&o).contains("reserved"), "{}", err(&o));
@@ -125,19 +146,40 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
         CLIENT,
         &cli,
         &d.socket,
-        &["sign", "jwt", "--keyset", "client-1-gen", "--purpose", "generic", "--claims", &claims],
+        &[
+            "sign",
+            "jwt",
+            "--keyset",
+            "client-1-gen",
+            "--purpose",
+            "generic",
+            "--claims",
+            &claims,
+        ],
     );
     assert!(err(&o).contains("cnf"), "{}", err(&o));
     // What the client can sign (a generic JWT with typ JWT) is not an access token.
-    let plain = json!({"iss": ISSUER, "sub": "admin", "aud": "https://rs.bank", "client_id": "client-1",
+    let plain =
+        json!({"iss": ISSUER, "sub": "admin", "aud": "https://rs.bank", "client_id": "client-1",
         "exp": now() + 300, "iat": now(), "jti": rand_jti()})
-    .to_string();
+        .to_string();
     let plain_file = public_file(shared.path(), "plain.json", &plain);
     let o = as_uid(
         CLIENT,
         &cli,
         &d.socket,
-        &["sign", "jwt", "--keyset", "client-1-gen", "--purpose", "generic", "--typ", "JWT", "--claims", &plain_file],
+        &[
+            "sign",
+            "jwt",
+            "--keyset",
+            "client-1-gen",
+            "--purpose",
+            "generic",
+            "--typ",
+            "JWT",
+            "--claims",
+            &plain_file,
+        ],
     );
     assert!(o.status.success(), "{}", err(&o));
     let generic = out(&o);
@@ -145,7 +187,15 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
         RS,
         &cli,
         &d.socket,
-        &["verify", "access-token", "--token", &generic, "--issuer", ISSUER, "--allow-bearer"],
+        &[
+            "verify",
+            "access-token",
+            "--token",
+            &generic,
+            "--issuer",
+            ISSUER,
+            "--allow-bearer",
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("wrong_typ"), "{}", err(&o));
@@ -163,7 +213,15 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
         RS,
         &cli,
         &d.socket,
-        &["verify", "access-token", "--token", &id.token, "--issuer", ISSUER, "--allow-bearer"],
+        &[
+            "verify",
+            "access-token",
+            "--token",
+            &id.token,
+            "--issuer",
+            ISSUER,
+            "--allow-bearer",
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("wrong_typ"), "{}", err(&o));
@@ -176,9 +234,9 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
             claims_json: json!({"sub": "alice", "aud": "https://rs.bank", "client_id": "client-1",
                 "exp": now() + 300})
             .to_string(),
-            binding: Some(proto::sign_access_token_request::Binding::ClientCertificate(
-                cert_der.clone(),
-            )),
+            binding: Some(
+                proto::sign_access_token_request::Binding::ClientCertificate(cert_der.clone()),
+            ),
         })
         .await
         .expect("access token");
@@ -186,9 +244,9 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
         .verify_access_token(proto::VerifyAccessTokenRequest {
             token: at.token.clone(),
             issuer: ISSUER.into(),
-            binding: Some(proto::verify_access_token_request::Binding::ClientCertificate(
-                cert_der.clone(),
-            )),
+            binding: Some(
+                proto::verify_access_token_request::Binding::ClientCertificate(cert_der.clone()),
+            ),
             ..Default::default()
         })
         .await
@@ -199,7 +257,16 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
         RS,
         &cli,
         &d.socket,
-        &["verify", "access-token", "--token", &at.token, "--issuer", ISSUER, "--cert", &cert],
+        &[
+            "verify",
+            "access-token",
+            "--token",
+            &at.token,
+            "--issuer",
+            ISSUER,
+            "--cert",
+            &cert,
+        ],
     );
     assert!(o.status.success(), "{}", err(&o));
     // Another issuer's expectation is refused.
@@ -207,7 +274,16 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
         RS,
         &cli,
         &d.socket,
-        &["verify", "access-token", "--token", &at.token, "--issuer", "https://evil", "--cert", &cert],
+        &[
+            "verify",
+            "access-token",
+            "--token",
+            &at.token,
+            "--issuer",
+            "https://evil",
+            "--cert",
+            &cert,
+        ],
     );
     assert!(err(&o).contains("wrong_issuer"), "{}", err(&o));
     // Generic keysets serve nothing else.
@@ -217,7 +293,11 @@ async fn a_signer_cannot_forge_access_tokens_and_verifiers_trust_only_access_tok
         .expect_err("generic mixed with a typed purpose");
     assert!(mixed.to_string().contains("generic"), "{mixed}");
     let mixed = c
-        .create_keyset(keyset("as-mixed", &["access_token", "client_assertion"], Some(ISSUER)))
+        .create_keyset(keyset(
+            "as-mixed",
+            &["access_token", "client_assertion"],
+            Some(ISSUER),
+        ))
         .await
         .expect_err("issuer and client purposes mixed");
     assert!(mixed.to_string().contains("owners"), "{mixed}");
@@ -263,7 +343,10 @@ async fn the_published_jwks_holds_only_the_issuers_own_keys() {
     let o = d.cli(&["metadata"], None);
     assert!(o.status.success(), "{}", err(&o));
     let meta: Value = serde_json::from_str(&out(&o)).expect("metadata");
-    assert_eq!(kids(&meta["jwks_uri_content"]), vec![own.versions[0].kid.clone()]);
+    assert_eq!(
+        kids(&meta["jwks_uri_content"]),
+        vec![own.versions[0].kid.clone()]
+    );
     for k in &foreign {
         assert!(!out(&o).contains(k.as_str()));
     }
@@ -300,9 +383,11 @@ async fn one_caller_cannot_exhaust_the_replay_cache_for_others() {
         .await
         .expect("as-at");
     let attacker = EcKey::new();
-    let jwks = |k: &EcKey| json!({"keys": [ {"kid": "k1", "alg": "ES256", "use": "sig", "kty": "EC",
+    let jwks = |k: &EcKey| {
+        json!({"keys": [ {"kid": "k1", "alg": "ES256", "use": "sig", "kty": "EC",
         "crv": "P-256", "x": k.public_jwk()["x"], "y": k.public_jwk()["y"]} ]})
-    .to_string();
+        .to_string()
+    };
     let attacker_jwks = public_file(shared.path(), "evil.jwks", &jwks(&attacker));
     let assertion = |k: &EcKey, client: &str, iat: i64| {
         k.sign(
@@ -316,16 +401,41 @@ async fn one_caller_cannot_exhaust_the_replay_cache_for_others() {
             uid,
             &cli,
             &d.socket,
-            &["verify", "client-assertion", "--token", token, "--jwks", jwks, "--client-id", client, "--audience", ISSUER],
+            &[
+                "verify",
+                "client-assertion",
+                "--token",
+                token,
+                "--jwks",
+                jwks,
+                "--client-id",
+                client,
+                "--audience",
+                ISSUER,
+            ],
         )
     };
     for i in 0..4 {
-        let o = verify_assertion(CLIENT, &assertion(&attacker, "evil", now()), &attacker_jwks, "evil");
+        let o = verify_assertion(
+            CLIENT,
+            &assertion(&attacker, "evil", now()),
+            &attacker_jwks,
+            "evil",
+        );
         assert!(o.status.success(), "assertion {i}: {}", err(&o));
     }
-    let o = verify_assertion(CLIENT, &assertion(&attacker, "evil", now()), &attacker_jwks, "evil");
+    let o = verify_assertion(
+        CLIENT,
+        &assertion(&attacker, "evil", now()),
+        &attacker_jwks,
+        "evil",
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(err(&o).contains("replay") && err(&o).contains("full"), "{}", err(&o));
+    assert!(
+        err(&o).contains("replay") && err(&o).contains("full"),
+        "{}",
+        err(&o)
+    );
     // A negative iat no longer wraps the lifetime check into an entry that lives for ever.
     let o = verify_assertion(
         CLIENT,
@@ -339,7 +449,12 @@ async fn one_caller_cannot_exhaust_the_replay_cache_for_others() {
     // The resource server's checks go on: its client assertion and DPoP.
     let good = EcKey::new();
     let good_jwks = public_file(shared.path(), "good.jwks", &jwks(&good));
-    let o = verify_assertion(RS, &assertion(&good, "client-1", now()), &good_jwks, "client-1");
+    let o = verify_assertion(
+        RS,
+        &assertion(&good, "client-1", now()),
+        &good_jwks,
+        "client-1",
+    );
     assert!(o.status.success(), "{}", err(&o));
     let holder = EcKey::new();
     let other = EcKey::new();
@@ -348,9 +463,10 @@ async fn one_caller_cannot_exhaust_the_replay_cache_for_others() {
         async move {
             c.sign_access_token(proto::SignAccessTokenRequest {
                 keyset: "as-at".into(),
-                claims_json: json!({"sub": "alice", "aud": "https://rs.bank", "client_id": "client-1",
+                claims_json:
+                    json!({"sub": "alice", "aud": "https://rs.bank", "client_id": "client-1",
                     "exp": now() + 300})
-                .to_string(),
+                    .to_string(),
                 binding: Some(proto::sign_access_token_request::Binding::Jkt(jkt)),
             })
             .await
@@ -362,14 +478,26 @@ async fn one_caller_cannot_exhaust_the_replay_cache_for_others() {
     let bound_to_holder = token_for(holder.jkt()).await;
     let htu = "https://rs.bank/accounts";
     let jti = rand_jti();
-    let proof_for = |token: &str| holder.dpop_with("GET", htu, now(), Some(token), &jti, holder.public_jwk());
+    let proof_for =
+        |token: &str| holder.dpop_with("GET", htu, now(), Some(token), &jti, holder.public_jwk());
     // The same proof jti: first with a token bound to another key (refused:
     // cnf_mismatch, and the jti is not recorded), then with the right token.
     let o = as_uid(
         RS,
         &cli,
         &d.socket,
-        &["verify", "access-token", "--token", &bound_to_other, "--dpop", &proof_for(&bound_to_other), "--htm", "GET", "--htu", htu],
+        &[
+            "verify",
+            "access-token",
+            "--token",
+            &bound_to_other,
+            "--dpop",
+            &proof_for(&bound_to_other),
+            "--htm",
+            "GET",
+            "--htu",
+            htu,
+        ],
     );
     assert!(err(&o).contains("cnf_mismatch"), "{}", err(&o));
     let proof = proof_for(&bound_to_holder);
@@ -377,14 +505,36 @@ async fn one_caller_cannot_exhaust_the_replay_cache_for_others() {
         RS,
         &cli,
         &d.socket,
-        &["verify", "access-token", "--token", &bound_to_holder, "--dpop", &proof, "--htm", "GET", "--htu", htu],
+        &[
+            "verify",
+            "access-token",
+            "--token",
+            &bound_to_holder,
+            "--dpop",
+            &proof,
+            "--htm",
+            "GET",
+            "--htu",
+            htu,
+        ],
     );
     assert!(o.status.success(), "{}", err(&o));
     let o = as_uid(
         RS,
         &cli,
         &d.socket,
-        &["verify", "access-token", "--token", &bound_to_holder, "--dpop", &proof, "--htm", "GET", "--htu", htu],
+        &[
+            "verify",
+            "access-token",
+            "--token",
+            &bound_to_holder,
+            "--dpop",
+            &proof,
+            "--htm",
+            "GET",
+            "--htu",
+            htu,
+        ],
     );
     assert!(err(&o).contains("dpop_replay"), "{}", err(&o));
 }
@@ -396,15 +546,23 @@ async fn a_jwe_decompression_bomb_is_refused() {
     let d = Daemon::start(&hsm).await;
     let c = d.client().await;
     let ks = c
-        .create_keyset(spec("as-enc", "RSA-OAEP-256", &["request_object_decryption"]))
+        .create_keyset(spec(
+            "as-enc",
+            "RSA-OAEP-256",
+            &["request_object_decryption"],
+        ))
         .await
         .expect("enc keyset");
-    let jwks: Value = serde_json::from_str(&c.jwks(Some("as-enc")).await.expect("jwks")).expect("json");
+    let jwks: Value =
+        serde_json::from_str(&c.jwks(Some("as-enc")).await.expect("jwks")).expect("json");
     let jwk = &jwks["keys"][0];
     assert_eq!(jwk["kid"], ks.versions[0].kid.as_str());
     let bomb = jwe::deflate_bomb(jwk, 64 << 20);
     assert!(bomb.len() < 256 * 1024, "the bomb fits the request limit");
-    let e = c.decrypt_jwe("as-enc", &bomb).await.expect_err("zip refused");
+    let e = c
+        .decrypt_jwe("as-enc", &bomb)
+        .await
+        .expect_err("zip refused");
     assert!(e.to_string().contains("zip"), "{e}");
     // The daemon stayed small: it never inflated the payload.
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
@@ -416,7 +574,13 @@ async fn a_jwe_decompression_bomb_is_refused() {
     assert!(hwm_kib < 60 * 1024, "peak RSS {hwm_kib} KiB");
     // An uncompressed JWE still decrypts.
     let ok = jwe::encrypt_rsa_oaep_256(b"{\"a\":1}", jwk, "RSA-OAEP-256");
-    assert_eq!(c.decrypt_jwe("as-enc", &ok).await.expect("decrypt").plaintext, b"{\"a\":1}");
+    assert_eq!(
+        c.decrypt_jwe("as-enc", &ok)
+            .await
+            .expect("decrypt")
+            .plaintext,
+        b"{\"a\":1}"
+    );
 }
 
 /// Finding 5: the daemon's own uid (root here) gets key administration by
@@ -442,25 +606,54 @@ async fn the_daemon_owner_is_no_implicit_signer_and_admin_is_split() {
     c.create_keyset(spec("as-id", "ES256", &["id_token"]))
         .await
         .expect("the owner manages keys");
-    c.create_keyset(spec("as-enc", "RSA-OAEP-256", &["request_object_decryption"]))
-        .await
-        .expect("the owner manages keys");
+    c.create_keyset(spec(
+        "as-enc",
+        "RSA-OAEP-256",
+        &["request_object_decryption"],
+    ))
+    .await
+    .expect("the owner manages keys");
     let e = c
         .sign_id_token(proto::SignIdTokenRequest {
             keyset: "as-id".into(),
-            claims_json: json!({"iss": ISSUER, "sub": "a", "aud": "c", "exp": now() + 60}).to_string(),
+            claims_json: json!({"iss": ISSUER, "sub": "a", "aud": "c", "exp": now() + 60})
+                .to_string(),
             ..Default::default()
         })
         .await
         .expect_err("no implicit signing");
-    assert!(e.to_string().contains("sign") && e.to_string().contains("denied"), "{e}");
-    let e = c.decrypt_jwe("as-enc", "a.b.c.d.e").await.expect_err("no implicit decryption");
+    assert!(
+        e.to_string().contains("sign") && e.to_string().contains("denied"),
+        "{e}"
+    );
+    let e = c
+        .decrypt_jwe("as-enc", "a.b.c.d.e")
+        .await
+        .expect_err("no implicit decryption");
     assert!(e.to_string().contains("decrypt"), "{e}");
     assert!(c.jwks(None).await.is_ok());
     // A manage-only admin creates and rotates, but cannot disable or destroy.
-    let o = as_uid(CLIENT, &cli, &d.socket, &["keyset", "create", "client-9", "--alg", "ES256", "--purpose", "client_assertion"]);
+    let o = as_uid(
+        CLIENT,
+        &cli,
+        &d.socket,
+        &[
+            "keyset",
+            "create",
+            "client-9",
+            "--alg",
+            "ES256",
+            "--purpose",
+            "client_assertion",
+        ],
+    );
     assert!(o.status.success(), "{}", err(&o));
-    let o = as_uid(CLIENT, &cli, &d.socket, &["keyset", "rotate", "client-9", "--now"]);
+    let o = as_uid(
+        CLIENT,
+        &cli,
+        &d.socket,
+        &["keyset", "rotate", "client-9", "--now"],
+    );
     assert!(o.status.success(), "{}", err(&o));
     let ks = c.get_keyset("client-9").await.expect("show");
     let old = ks
@@ -472,11 +665,22 @@ async fn the_daemon_owner_is_no_implicit_signer_and_admin_is_split() {
         .clone();
     for args in [
         vec!["keyset", "disable", "client-9", "--kid", old.as_str()],
-        vec!["keyset", "destroy", "client-9", "--kid", old.as_str(), "--yes"],
+        vec![
+            "keyset",
+            "destroy",
+            "client-9",
+            "--kid",
+            old.as_str(),
+            "--yes",
+        ],
     ] {
         let o = as_uid(CLIENT, &cli, &d.socket, &args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", err(&o));
-        assert!(err(&o).contains("destroy") && err(&o).contains("denied"), "{}", err(&o));
+        assert!(
+            err(&o).contains("destroy") && err(&o).contains("denied"),
+            "{}",
+            err(&o)
+        );
     }
     // Granting the owner more is explicit.
     assert!(grant_self().contains("sign"));
@@ -515,7 +719,10 @@ async fn time_values_cannot_dodge_lifetime_ceilings_or_wrap() {
         })
         .await
         .expect_err("out-of-range times");
-    assert!(e.to_string().contains("iat") || e.to_string().contains("exp"), "{e}");
+    assert!(
+        e.to_string().contains("iat") || e.to_string().contains("exp"),
+        "{e}"
+    );
 
     // Request objects verified by the resource server's uid.
     let client = EcKey::new();
@@ -535,10 +742,24 @@ async fn time_values_cannot_dodge_lifetime_ceilings_or_wrap() {
             RS,
             &cli,
             &d.socket,
-            &["verify", "request-object", "--token", token, "--jwks", &jwks, "--client-id", "client-1", "--issuer", ISSUER],
+            &[
+                "verify",
+                "request-object",
+                "--token",
+                token,
+                "--jwks",
+                &jwks,
+                "--client-id",
+                "client-1",
+                "--issuer",
+                ISSUER,
+            ],
         )
     };
-    let typed = client.sign(&json!({"alg": "ES256", "kid": "c1", "typ": "oauth-authz-req+jwt"}), &claims(now()));
+    let typed = client.sign(
+        &json!({"alg": "ES256", "kid": "c1", "typ": "oauth-authz-req+jwt"}),
+        &claims(now()),
+    );
     let o = verify(&typed);
     assert!(o.status.success(), "{}", err(&o));
     let untyped = client.sign(&json!({"alg": "ES256", "kid": "c1"}), &claims(now()));

@@ -427,7 +427,11 @@ async fn verification_needs_no_hsm_call() {
     .await;
     server.kill();
     let e = c
-        .sign_jwt("at", "access_token", None, "{}")
+        .sign_access_token(proto::SignAccessTokenRequest {
+            keyset: "at".into(),
+            claims_json: at_claims(json!({})),
+            binding: None,
+        })
         .await
         .expect_err("the HSM is gone");
     assert_eq!(e.status().expect("status").code(), Code::Unavailable);
@@ -475,17 +479,29 @@ async fn jws_request_objects_and_client_assertions_against_client_jwks() {
             .expect("verdict")
             .reason
     };
-    assert_eq!(r(sign(ro(3601), None)).await, "lifetime_too_long");
+    assert_eq!(
+        r(sign(ro(3601), Some("oauth-authz-req+jwt"))).await,
+        "lifetime_too_long"
+    );
     assert_eq!(r(sign(ro(300), Some("JWT"))).await, "wrong_typ");
     let mut wrong_aud = ro(300);
     wrong_aud["aud"] = json!("https://other");
-    assert_eq!(r(sign(wrong_aud, None)).await, "wrong_audience");
+    assert_eq!(
+        r(sign(wrong_aud, Some("oauth-authz-req+jwt"))).await,
+        "wrong_audience"
+    );
     let mut wrong_iss = ro(300);
     wrong_iss["iss"] = json!("client-2");
-    assert_eq!(r(sign(wrong_iss, None)).await, "claims_mismatch");
+    assert_eq!(
+        r(sign(wrong_iss, Some("oauth-authz-req+jwt"))).await,
+        "claims_mismatch"
+    );
     let mut no_nbf = ro(300);
     no_nbf.as_object_mut().expect("obj").remove("nbf");
-    assert_eq!(r(sign(no_nbf, None)).await, "missing_claim");
+    assert_eq!(
+        r(sign(no_nbf, Some("oauth-authz-req+jwt"))).await,
+        "missing_claim"
+    );
     let stranger = EcKey::new();
     let forged = stranger.sign(&json!({"alg": "ES256", "kid": "client-key-1"}), &ro(300));
     assert_eq!(r(forged).await, "bad_signature");
@@ -553,11 +569,7 @@ async fn jws_request_objects_and_client_assertions_against_client_jwks() {
     );
 
     // VerifyJws against a keyset and against a JWKS file, also from the CLI.
-    let signed = c
-        .sign_jwt("at", "access_token", Some("at+jwt"), r#"{"x":1}"#)
-        .await
-        .expect("sign")
-        .jws;
+    let signed = sign_at(&c, None, at_claims(json!({"x": 1}))).await;
     let vj = c
         .verify_jws(proto::VerifyJwsRequest {
             token: signed.clone(),

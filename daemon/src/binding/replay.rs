@@ -165,14 +165,20 @@ mod tests {
     fn a_full_partition_or_caller_refuses_only_itself() {
         let c = ReplayCache::new(2, 3);
         for id in ["1", "2"] {
-            assert_eq!(c.check_and_insert("attacker", "client-x", id, 1000, 0), Ok(()));
+            assert_eq!(
+                c.check_and_insert("attacker", "client-x", id, 1000, 0),
+                Ok(())
+            );
         }
         assert_eq!(
             c.check_and_insert("attacker", "client-x", "3", 1000, 0),
             Err(Refusal::Full)
         );
         // The same caller's other partition has room until the caller's share is full.
-        assert_eq!(c.check_and_insert("attacker", "client-y", "1", 1000, 0), Ok(()));
+        assert_eq!(
+            c.check_and_insert("attacker", "client-y", "1", 1000, 0),
+            Ok(())
+        );
         assert_eq!(
             c.check_and_insert("attacker", "client-z", "1", 1000, 0),
             Err(Refusal::Full)
@@ -181,6 +187,9 @@ mod tests {
         assert_eq!(c.check_and_insert("as", "client-x", "1", 1000, 0), Ok(()));
         assert_eq!(c.check_and_insert("as", "dpop:k", "3", 1000, 0), Ok(()));
         // Expiry frees the caller's share.
-        assert_eq!(c.check_and_insert("attacker", "client-z", "1", 2000, 1001), Ok(()));
+        assert_eq!(
+            c.check_and_insert("attacker", "client-z", "1", 2000, 1001),
+            Ok(())
+        );
     }
 }

@@ -130,7 +130,10 @@ pub fn check(
 ///
 /// # Errors
 /// [`Invalid`] with `cnf_missing`.
-pub fn check_unbound(c: &Map<String, Value>, allow_bearer: bool) -> std::result::Result<(), Invalid> {
+pub fn check_unbound(
+    c: &Map<String, Value>,
+    allow_bearer: bool,
+) -> std::result::Result<(), Invalid> {
     if c.contains_key("cnf") {
         return Err(refused(
             Reason::CnfMissing,

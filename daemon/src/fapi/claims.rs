@@ -62,7 +62,9 @@ pub const MAX_FUTURE_IAT: i64 = 60;
 pub(crate) fn time(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>> {
     match claims.get(name) {
         None => Ok(None),
-        Some(v) => crate::numeric_date::parse(name, v).map(Some).map_err(invalid),
+        Some(v) => crate::numeric_date::parse(name, v)
+            .map(Some)
+            .map_err(invalid),
     }
 }
 

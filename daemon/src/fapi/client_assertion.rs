@@ -89,7 +89,9 @@ pub fn check<'a>(
     }
     let time = |name: &str| -> std::result::Result<Option<i64>, Invalid> {
         c.get(name)
-            .map(|v| crate::numeric_date::parse(name, v).map_err(|e| refused(Reason::MissingClaim, e)))
+            .map(|v| {
+                crate::numeric_date::parse(name, v).map_err(|e| refused(Reason::MissingClaim, e))
+            })
             .transpose()
     };
     let exp = time("exp")?.ok_or_else(|| refused(Reason::MissingClaim, "exp is required"))?;

@@ -18,7 +18,10 @@ use serde_json::{Map, Value};
 /// case-insensitively, with or without the `application/` prefix (RFC 7515
 /// section 4.1.9).
 pub const RESERVED_TYP: &[(&str, &str)] = &[
-    ("at+jwt", "JWT access tokens (RFC 9068): use SignAccessToken"),
+    (
+        "at+jwt",
+        "JWT access tokens (RFC 9068): use SignAccessToken",
+    ),
     (
         "oauth-authz-req+jwt",
         "request objects (RFC 9101): use SignRequestObject",
@@ -36,7 +39,10 @@ pub const RESERVED_TYP: &[(&str, &str)] = &[
     ),
     ("jwt-authorization-grant+jwt", "JWT authorization grants"),
     ("kb+jwt", "SD-JWT key binding JWTs"),
-    ("entity-statement+jwt", "OpenID Federation entity statements"),
+    (
+        "entity-statement+jwt",
+        "OpenID Federation entity statements",
+    ),
     ("trust-mark+jwt", "OpenID Federation trust marks"),
     ("jwk-set+jwt", "signed JWK sets"),
     ("openid4vci-proof+jwt", "OpenID4VCI key proofs"),
@@ -146,7 +152,13 @@ mod tests {
 
     #[test]
     fn reserved_typ_refused_in_any_spelling() {
-        for t in ["at+jwt", "AT+JWT", "application/at+jwt", "dpop+jwt", "logout+jwt"] {
+        for t in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "dpop+jwt",
+            "logout+jwt",
+        ] {
             let e = build(Purpose::Generic, Some(t.into()), Map::new(), &ctx()).unwrap_err();
             assert!(e.to_string().contains("reserved"), "{t}: {e}");
         }
@@ -156,9 +168,19 @@ mod tests {
 
     #[test]
     fn no_cnf_and_lifetime_ceiling() {
-        let e = build(Purpose::Generic, None, map(json!({"cnf": {"jkt": "x"}})), &ctx());
+        let e = build(
+            Purpose::Generic,
+            None,
+            map(json!({"cnf": {"jkt": "x"}})),
+            &ctx(),
+        );
         assert!(e.unwrap_err().to_string().contains("cnf"));
-        let e = build(Purpose::Generic, None, map(json!({"exp": 1000 + 3601})), &ctx());
+        let e = build(
+            Purpose::Generic,
+            None,
+            map(json!({"exp": 1000 + 3601})),
+            &ctx(),
+        );
         assert!(e.unwrap_err().to_string().contains("lifetime"));
         // A future iat does not stretch the lifetime.
         let far = 1000 + 365 * 86400;
@@ -194,9 +216,16 @@ mod tests {
             &ctx(),
         );
         assert!(e.unwrap_err().to_string().contains("nonce"));
-        for p in [Purpose::IdToken, Purpose::AccessToken, Purpose::ClientAssertion] {
+        for p in [
+            Purpose::IdToken,
+            Purpose::AccessToken,
+            Purpose::ClientAssertion,
+        ] {
             let e = build(p, None, map(json!({})), &ctx()).unwrap_err();
-            assert!(matches!(e, crate::error::Error::FailedPrecondition(_)), "{e}");
+            assert!(
+                matches!(e, crate::error::Error::FailedPrecondition(_)),
+                "{e}"
+            );
         }
     }
 }

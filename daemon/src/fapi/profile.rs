@@ -57,7 +57,9 @@ pub fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> R
     // the issuer's tokens (or the other way round).
     let owner = |p: &Purpose| match p {
         p if p.published_by_issuer() => "the authorization server's own tokens",
-        Purpose::RequestObject | Purpose::ClientAssertion => "a client's request objects and assertions",
+        Purpose::RequestObject | Purpose::ClientAssertion => {
+            "a client's request objects and assertions"
+        }
         _ => "HTTP message signatures",
     };
     if let Some(first) = purposes.first() {

@@ -126,6 +126,29 @@ pub struct Keyring {
     writer: Mutex<()>,
     orphans: Mutex<Vec<(String, KeyRef)>>,
     audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
+    limits: std::sync::OnceLock<Limits>,
+}
+
+/// Quotas that keep one keyset admin from filling the device
+/// (`[keyring]` in the config; documented defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The shortest rotation period a policy may set (seconds).
+    pub min_rotation_period: i64,
+    /// Versions a keyset may hold on the device at once (every state but destroyed).
+    pub max_live_versions: usize,
+    /// Keysets one backend may hold.
+    pub max_keysets_per_backend: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            min_rotation_period: policy::MIN_ROTATION_PERIOD,
+            max_live_versions: 10,
+            max_keysets_per_backend: 1000,
+        }
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -157,6 +180,7 @@ impl Keyring {
             writer: Mutex::new(()),
             orphans: Mutex::new(Vec::new()),
             audit: std::sync::OnceLock::new(),
+            limits: std::sync::OnceLock::new(),
         };
         ring.reconcile(true)?;
         Ok(ring)
@@ -376,7 +400,29 @@ impl Keyring {
     }
 
     /// Generates a key for `ks` on its backend and builds the version record.
+    /// Sets the quotas (once, at start; the defaults apply until then).
+    pub fn set_limits(&self, limits: Limits) {
+        let _ = self.limits.set(limits);
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits.get().copied().unwrap_or_default()
+    }
+
     fn new_version(&self, ks: &Keyset, number: usize) -> Result<(Arc<dyn KeyBackend>, KeyVersion)> {
+        let live = ks
+            .versions
+            .iter()
+            .filter(|v| v.state != VersionState::Destroyed)
+            .count();
+        let max = self.limits().max_live_versions;
+        if live >= max {
+            return Err(Error::FailedPrecondition(format!(
+                "keyset {:?} holds {live} key versions on the device, the limit ([keyring] \
+                 max_live_versions) is {max}: destroy retired or disabled versions first",
+                ks.name
+            )));
+        }
         let backend = self.backend_of(&ks.backend)?;
         let key_ref = KeyRef::generate(format!("custos:{}:{number}", ks.name));
         let public = backend.generate(&key_ref, ks.alg)?;
@@ -448,6 +494,19 @@ impl Keyring {
         self.backend_of(&backend_name)?;
         if self.snapshot().keysets.contains_key(&req.name) {
             return Err(already(&req.name));
+        }
+        let on_backend = self
+            .snapshot()
+            .keysets
+            .values()
+            .filter(|k| k.backend == backend_name)
+            .count();
+        let max = self.limits().max_keysets_per_backend;
+        if on_backend >= max {
+            return Err(Error::FailedPrecondition(format!(
+                "backend {backend_name:?} holds {on_backend} keysets, the limit ([keyring] \
+                 max_keysets_per_backend) is {max}"
+            )));
         }
         let mut purposes = req.purposes;
         purposes.sort();
@@ -569,6 +628,7 @@ impl Keyring {
     /// # Errors
     /// `InvalidArgument` for a policy that does not fit the keyset.
     pub fn set_policy(&self, name: &str, update: PolicyUpdate, by: &str) -> Result<Keyset> {
+        let min_rotation = self.limits().min_rotation_period;
         let ks = self.change_keyset(name, |ks| {
             let mut p = ks.policy;
             if let Some(r) = update.rotation_period {
@@ -583,7 +643,7 @@ impl Keyring {
             if let Some(v) = update.auto_destroy {
                 p.auto_destroy = v;
             }
-            p.check(ks.max_token_lifetime)
+            p.check(ks.max_token_lifetime, min_rotation)
                 .map_err(Error::InvalidArgument)?;
             ks.policy = p;
             Ok(())
@@ -594,14 +654,49 @@ impl Keyring {
     }
 
     /// Runs every scheduled transition due at `at`. Blocking. Returns how
-    /// many transitions were made.
+    /// many transitions were made. Each keyset is handled on its own: a
+    /// keyset whose transition fails is logged and audited and retried at
+    /// the next tick, and the keysets after it still proceed.
     ///
     /// # Errors
-    /// The first failure; the other keysets are still processed next tick.
+    /// The first failure, after every keyset was tried.
     pub fn tick(&self, at: i64) -> Result<usize> {
         let mut done = 0;
+        let mut first_error = None;
         let snapshot = self.snapshot();
         for ks in snapshot.keysets.values() {
+            match self.tick_keyset(ks, at) {
+                Ok(n) => done += n,
+                Err(e) => {
+                    tracing::error!(keyset = %ks.name, error = %e,
+                        "scheduled transition failed; retrying at the next tick");
+                    if let Some(a) = self.audit.get() {
+                        let detail = e.to_string();
+                        let _ = a.record(
+                            serde_json::json!({"schedule": true}),
+                            &crate::audit::Event {
+                                operation: "scheduled_transition",
+                                keyset: Some(&ks.name),
+                                outcome: "error",
+                                detail: Some(&detail),
+                                ..crate::audit::Event::default()
+                            },
+                        );
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if done == 0 => Err(e),
+            _ => Ok(done),
+        }
+    }
+
+    /// The scheduled transitions of one keyset due at `at`.
+    fn tick_keyset(&self, ks: &Keyset, at: i64) -> Result<usize> {
+        let mut done = 0;
+        {
             for due in schedule::due(ks, at) {
                 match due {
                     schedule::Due::Rotate => {

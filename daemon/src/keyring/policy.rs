@@ -37,20 +37,44 @@ impl Default for Policy {
     }
 }
 
+/// The longest duration a policy may name: 100 years (in seconds). Longer
+/// values are refused with the field's name, so a schedule sum of a time
+/// and a duration always fits an `i64`.
+pub const MAX_DURATION: i64 = 100 * 365 * 86_400;
+
+/// The default shortest rotation period (`[keyring] min_rotation_period`):
+/// one hour. A shorter one would let an admin of one keyset glob fill the
+/// device with keys.
+pub const MIN_ROTATION_PERIOD: i64 = 3600;
+
 impl Policy {
     /// Checks the policy against the keyset's longest token lifetime.
     ///
     /// # Errors
     /// A message naming the field at fault.
-    pub fn check(&self, max_token_lifetime: i64) -> Result<(), String> {
+    pub fn check(&self, max_token_lifetime: i64, min_rotation_period: i64) -> Result<(), String> {
+        let bounded = |name: &str, v: i64| {
+            if (0..=MAX_DURATION).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} must be between 0 and {} (got {v} s)",
+                    format_duration(MAX_DURATION)
+                ))
+            }
+        };
         if let Some(p) = self.rotation_period {
-            if p <= 0 {
-                return Err("rotation_period must be positive (or none)".into());
+            bounded("rotation_period", p)?;
+            if p < min_rotation_period {
+                return Err(format!(
+                    "rotation_period must be at least {} ([keyring] min_rotation_period; got {}), or none",
+                    format_duration(min_rotation_period),
+                    format_duration(p)
+                ));
             }
         }
-        if self.publish_ahead < 0 {
-            return Err("publish_ahead must not be negative".into());
-        }
+        bounded("publish_ahead", self.publish_ahead)?;
+        bounded("retain_for", self.retain_for)?;
         if self.retain_for < max_token_lifetime {
             return Err(format!(
                 "retain_for ({}) is shorter than the keyset's maximum token lifetime ({}): tokens would outlive their key in the JWKS",
@@ -82,7 +106,14 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         'd' => 86_400,
         _ => return Err(err()),
     };
-    n.checked_mul(mult).filter(|v| *v >= 0).ok_or_else(err)
+    let secs = n.checked_mul(mult).filter(|v| *v >= 0).ok_or_else(err)?;
+    if secs > MAX_DURATION {
+        return Err(format!(
+            "duration {s:?} is longer than the maximum of {}",
+            format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(secs)
 }
 
 /// Formats seconds in the largest whole unit (`7d`, `90s`).
@@ -112,12 +143,48 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_bounded_and_rotation_has_a_floor() {
+        assert!(parse_duration("9223372036854775807s")
+            .unwrap_err()
+            .contains("maximum"));
+        assert!(parse_duration("36600d").is_err());
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        let huge = Policy {
+            retain_for: i64::MAX,
+            ..Policy::default()
+        };
+        assert!(huge
+            .check(3600, MIN_ROTATION_PERIOD)
+            .unwrap_err()
+            .contains("retain_for"));
+        let fast = Policy {
+            rotation_period: Some(2),
+            ..Policy::default()
+        };
+        assert!(fast
+            .check(3600, MIN_ROTATION_PERIOD)
+            .unwrap_err()
+            .contains("at least"));
+        let neg = Policy {
+            publish_ahead: -1,
+            ..Policy::default()
+        };
+        assert!(neg
+            .check(3600, MIN_ROTATION_PERIOD)
+            .unwrap_err()
+            .contains("publish_ahead"));
+    }
+
+    #[test]
     fn retain_for_must_cover_token_lifetime() {
         let p = Policy {
             retain_for: 60,
             ..Policy::default()
         };
-        assert!(p.check(3600).unwrap_err().contains("retain_for"));
-        assert!(Policy::default().check(3600).is_ok());
+        assert!(p
+            .check(3600, MIN_ROTATION_PERIOD)
+            .unwrap_err()
+            .contains("retain_for"));
+        assert!(Policy::default().check(3600, MIN_ROTATION_PERIOD).is_ok());
     }
 }

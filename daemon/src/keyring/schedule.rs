@@ -36,7 +36,7 @@ pub fn all(ks: &Keyset) -> Vec<(i64, Due)> {
         .collect();
     if let Some(oldest) = pending.iter().min_by_key(|v| v.state_since()) {
         out.push((
-            oldest.state_since() + p.publish_ahead,
+            oldest.state_since().saturating_add(p.publish_ahead),
             Due::Promote(oldest.kid.clone()),
         ));
     }
@@ -45,14 +45,22 @@ pub fn all(ks: &Keyset) -> Vec<(i64, Due)> {
         let since = active
             .entered(VersionState::Active)
             .unwrap_or(active.created_at);
-        out.push((since + period - p.publish_ahead, Due::Rotate));
+        // Saturating: a manifest's durations are bounded when set, but a
+        // file is input too, and a sum must never wrap into the past.
+        out.push((
+            since.saturating_add(period).saturating_sub(p.publish_ahead),
+            Due::Rotate,
+        ));
     }
     for v in ks
         .versions
         .iter()
         .filter(|v| v.state == VersionState::Retired)
     {
-        out.push((v.state_since() + p.retain_for, Due::Expire(v.kid.clone())));
+        out.push((
+            v.state_since().saturating_add(p.retain_for),
+            Due::Expire(v.kid.clone()),
+        ));
     }
     out.sort_by_key(|(t, _)| *t);
     out

@@ -102,9 +102,8 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 /// Whether a list of operation names grants `operation` (`admin` grants
 /// `manage` and `destroy`).
 fn grants(list: &[String], operation: &str) -> bool {
-    list.iter().any(|o| {
-        o == operation || (o == "admin" && matches!(operation, "manage" | "destroy"))
-    })
+    list.iter()
+        .any(|o| o == operation || (o == "admin" && matches!(operation, "manage" | "destroy")))
 }
 
 #[derive(Debug)]

@@ -165,8 +165,10 @@ impl KeyAdmin for KeyAdminService {
                 .filter(|ks| issuer.is_none_or(|i| ks.issuer.as_deref() == Some(i)))
                 .filter(|ks| self.gate.may(&caller, "jwks", Some(&ks.name)))
                 .collect();
-            let mut issuers: Vec<&str> =
-                published.iter().filter_map(|ks| ks.issuer.as_deref()).collect();
+            let mut issuers: Vec<&str> = published
+                .iter()
+                .filter_map(|ks| ks.issuer.as_deref())
+                .collect();
             issuers.sort_unstable();
             issuers.dedup();
             if issuers.len() > 1 {

@@ -192,12 +192,19 @@ impl Signer for SignerService {
         let typ = optional(req.typ);
         let claims = claims_of(&req.claims_json);
         let signed = self
-            .issue(caller, "sign_jwt", &req.keyset, purpose, None, |key, ctx| {
-                generic_allowed(key, purpose)?;
-                let claims =
-                    claims.map_err(|s| Error::InvalidArgument(s.message().to_string()))?;
-                fapi::generic::build(purpose, typ, claims, ctx)
-            })
+            .issue(
+                caller,
+                "sign_jwt",
+                &req.keyset,
+                purpose,
+                None,
+                |key, ctx| {
+                    generic_allowed(key, purpose)?;
+                    let claims =
+                        claims.map_err(|s| Error::InvalidArgument(s.message().to_string()))?;
+                    fapi::generic::build(purpose, typ, claims, ctx)
+                },
+            )
             .await?
             .into_inner();
         Ok(Response::new(pb::SignJwtResponse {
