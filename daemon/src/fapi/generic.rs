@@ -118,9 +118,7 @@ pub fn build(
             }
         }
     }
-    for name in ["nbf"] {
-        claims::time(&c, name)?;
-    }
+    claims::time(&c, "nbf")?;
     Ok(Token { typ, claims: c })
 }
 
