@@ -23,6 +23,7 @@ fn key() -> &'static ActiveKey {
             profile: Profile::Fapi2,
             issuer: None,
             max_token_lifetime: 3600,
+            purposes: vec![custos_daemon::keyring::keyset::Purpose::RequestObjectDecryption],
             key_ref,
             backend,
         };
