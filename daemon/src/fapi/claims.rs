@@ -98,12 +98,7 @@ pub(crate) fn check_lifetime(claims: &mut Map<String, Value>, ctx: &Context) -> 
             ctx.now
         }
     };
-    if iat > ctx.now.saturating_add(MAX_FUTURE_IAT) {
-        return Err(invalid(format!(
-            "claim \"iat\" ({iat}) is in the future (now {}); at most {MAX_FUTURE_IAT} s ahead is accepted",
-            ctx.now
-        )));
-    }
+    refuse_future_iat(iat, ctx)?;
     if exp <= iat {
         return Err(invalid(format!(
             "claim \"exp\" ({exp}) must be after \"iat\" ({iat})"
@@ -115,6 +110,17 @@ pub(crate) fn check_lifetime(claims: &mut Map<String, Value>, ctx: &Context) -> 
         return Err(invalid(format!(
             "token lifetime {lifetime} s (exp - max(now, iat)) exceeds this keyset's maximum of {} s",
             ctx.max_lifetime
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an `iat` more than [`MAX_FUTURE_IAT`] seconds after now.
+pub(crate) fn refuse_future_iat(iat: i64, ctx: &Context) -> Result<()> {
+    if iat > ctx.now.saturating_add(MAX_FUTURE_IAT) {
+        return Err(invalid(format!(
+            "claim \"iat\" ({iat}) is in the future (now {}); at most {MAX_FUTURE_IAT} s ahead is accepted",
+            ctx.now
         )));
     }
     Ok(())

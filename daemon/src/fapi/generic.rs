@@ -106,13 +106,7 @@ pub fn build(
         claims::check_lifetime(&mut c, ctx)?;
     } else {
         match claims::time(&c, "iat")? {
-            Some(iat) if iat > ctx.now.saturating_add(claims::MAX_FUTURE_IAT) => {
-                return Err(invalid(format!(
-                    "claim \"iat\" ({iat}) is in the future (now {})",
-                    ctx.now
-                )))
-            }
-            Some(_) => {}
+            Some(iat) => claims::refuse_future_iat(iat, ctx)?,
             None => {
                 c.insert("iat".into(), Value::from(ctx.now));
             }

@@ -54,13 +54,7 @@ pub(crate) fn signed_request(
         )));
     }
     let iat = claims::time(&c, "iat")?.unwrap_or(ctx.now);
-    if iat > ctx.now.saturating_add(claims::MAX_FUTURE_IAT) {
-        return Err(invalid(format!(
-            "claim \"iat\" ({iat}) is in the future (now {}); at most {} s ahead is accepted",
-            ctx.now,
-            claims::MAX_FUTURE_IAT
-        )));
-    }
+    claims::refuse_future_iat(iat, ctx)?;
     let nbf = claims::time(&c, "nbf")?.unwrap_or(ctx.now);
     let exp = claims::time(&c, "exp")?.unwrap_or(nbf + lifetime);
     if exp <= nbf {
