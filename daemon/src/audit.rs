@@ -3,25 +3,50 @@
 //! (operation, keyset, kid, purpose), the SHA-256 of the signing input (never
 //! the claims themselves) and the outcome.
 //!
-//! With `required = true` (the default) an operation whose audit line cannot
-//! be written fails: nothing is signed that is not recorded.
+//! Lines are written by one writer thread fed through a bounded queue, so a
+//! slow or stuck disk never blocks the async workers that serve requests; the
+//! writer takes every line queued so far in one write (and one fsync, with
+//! `fsync = true`). With `required = true` (the default) an operation waits
+//! until its line is written and fails when the queue is full, the write
+//! fails, or the line is not written within `write_timeout`: nothing is
+//! signed that is not recorded.
 
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::time::Duration;
+
+/// Lines taken by the writer in one write at most.
+const GROUP: usize = 256;
 
 enum Sink {
     Stdout,
     File(std::fs::File),
 }
 
-/// Writes audit lines.
+/// Who waits for a line to be written.
+enum Done {
+    Async(tokio::sync::oneshot::Sender<bool>),
+    Blocking(SyncSender<bool>),
+}
+
+/// One or more lines for the writer thread.
+struct Job {
+    text: String,
+    done: Option<Done>,
+}
+
+/// Queues audit lines for the writer thread.
 pub struct Auditor {
-    sink: Mutex<Sink>,
-    fsync: bool,
+    queue: SyncSender<Job>,
+    capacity: usize,
     required: bool,
+    fsync: bool,
+    write_timeout: Duration,
+    dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -29,6 +54,7 @@ impl std::fmt::Debug for Auditor {
         f.debug_struct("Auditor")
             .field("fsync", &self.fsync)
             .field("required", &self.required)
+            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -53,7 +79,8 @@ pub struct Event<'a> {
 }
 
 impl Auditor {
-    /// Opens the configured sink (appending to a file, created with mode 0600).
+    /// Opens the configured sink (appending to a file, created with mode
+    /// 0600) and starts the writer thread.
     ///
     /// # Errors
     /// A message naming the file when it cannot be opened.
@@ -66,24 +93,36 @@ impl Auditor {
                 .create(true)
                 .append(true)
                 .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&config.file)
                 .map_err(|e| format!("[audit] cannot open {}: {e}", config.file))?;
             Sink::File(f)
         };
+        let write_timeout = config.write_timeout()?;
+        let capacity = config.queue_lines.max(1);
+        let (queue, lines) = sync_channel::<Job>(capacity);
+        let fsync = config.fsync;
+        std::thread::Builder::new()
+            .name("custos-audit".into())
+            .spawn(move || writer(sink, fsync, &lines))
+            .map_err(|e| format!("[audit] cannot start the writer thread: {e}"))?;
         Ok(Self {
-            sink: Mutex::new(sink),
-            fsync: config.fsync,
+            queue,
+            capacity,
             required: config.required,
+            fsync,
+            write_timeout,
+            dropped: AtomicU64::new(0),
         })
     }
 
     /// Writes one line for `caller` (a JSON object describing the identity).
     ///
     /// # Errors
-    /// `Unavailable` when the line cannot be written and the log is required.
-    pub fn record(&self, caller: Value, event: &Event<'_>) -> Result<()> {
-        let text = line(caller, event);
-        self.write(&text)
+    /// `Unavailable` when the log is required and the line could not be
+    /// written (queue full, write failed, or not written in time).
+    pub async fn record(&self, caller: Value, event: &Event<'_>) -> Result<()> {
+        self.write(line(caller, event)).await
     }
 
     /// Writes one line per event for the same caller, in one write (a
@@ -92,39 +131,124 @@ impl Auditor {
     ///
     /// # Errors
     /// As [`Auditor::record`].
-    pub fn record_all(&self, caller: &Value, events: &[Event<'_>]) -> Result<()> {
+    pub async fn record_all(&self, caller: &Value, events: &[Event<'_>]) -> Result<()> {
         let text: String = events.iter().map(|e| line(caller.clone(), e)).collect();
-        self.write(&text)
+        self.write(text).await
     }
 
-    fn write(&self, text: &str) -> Result<()> {
-        let written = {
-            let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-            match &mut *sink {
+    /// [`Auditor::record`] for blocking threads (the keyring, tools).
+    ///
+    /// # Errors
+    /// As [`Auditor::record`].
+    pub fn record_blocking(&self, caller: Value, event: &Event<'_>) -> Result<()> {
+        let text = line(caller, event);
+        if !self.required {
+            self.enqueue(text, None)?;
+            return Ok(());
+        }
+        let (tx, rx) = sync_channel(1);
+        self.enqueue(text, Some(Done::Blocking(tx)))?;
+        match rx.recv_timeout(self.write_timeout) {
+            Ok(true) => Ok(()),
+            _ => Err(self.not_written()),
+        }
+    }
+
+    /// Queues a line without waiting for it (denials: the operation is
+    /// refused whether or not its line is written).
+    pub fn record_nowait(&self, caller: Value, event: &Event<'_>) {
+        let _ = self.enqueue(line(caller, event), None);
+    }
+
+    async fn write(&self, text: String) -> Result<()> {
+        if !self.required {
+            self.enqueue(text, None)?;
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(text, Some(Done::Async(tx)))?;
+        match tokio::time::timeout(self.write_timeout, rx).await {
+            Ok(Ok(true)) => Ok(()),
+            _ => Err(self.not_written()),
+        }
+    }
+
+    /// Hands a line to the writer. A full queue fails a required line and
+    /// drops (and counts) an optional one.
+    fn enqueue(&self, text: String, done: Option<Done>) -> Result<()> {
+        match self.queue.try_send(Job { text, done }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) if self.required => {
+                tracing::error!(
+                    capacity = self.capacity,
+                    "audit queue full; refusing the operation"
+                );
+                Err(Error::Unavailable(format!(
+                    "the audit log is not keeping up (its queue of {} lines is full); the operation \
+                     was not performed; check the audit file's disk",
+                    self.capacity
+                )))
+            }
+            Err(TrySendError::Full(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(
+                        dropped = n,
+                        "audit queue full; lines dropped (audit not required)"
+                    );
+                }
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(self.not_written()),
+        }
+    }
+
+    fn not_written(&self) -> Error {
+        Error::Unavailable(format!(
+            "the audit log could not be written within {} s; the operation was not performed",
+            self.write_timeout.as_secs()
+        ))
+    }
+}
+
+/// The writer thread: takes what is queued, writes it in one go, tells the
+/// waiters. Ends when the auditor is dropped.
+fn writer(mut sink: Sink, fsync: bool, lines: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = lines.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP {
+            match lines.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let text: String = jobs.iter().map(|j| j.text.as_str()).collect();
+        let written =
+            match &mut sink {
                 Sink::Stdout => {
                     let mut out = std::io::stdout().lock();
                     out.write_all(text.as_bytes()).and_then(|()| out.flush())
                 }
                 Sink::File(f) => f.write_all(text.as_bytes()).and_then(|()| {
-                    if self.fsync {
+                    if fsync {
                         f.sync_data()
                     } else {
                         Ok(())
                     }
                 }),
-            }
-        };
-        match written {
-            Ok(()) => Ok(()),
-            Err(e) if self.required => {
-                tracing::error!(error = %e, "audit log write failed; refusing the operation");
-                Err(Error::Unavailable(
-                    "the audit log cannot be written; the operation was not performed".into(),
-                ))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit log write failed (audit not required)");
-                Ok(())
+            };
+        if let Err(e) = &written {
+            tracing::error!(error = %e, lines = jobs.len(), "audit log write failed");
+        }
+        for j in jobs {
+            match j.done {
+                Some(Done::Async(tx)) => {
+                    let _ = tx.send(written.is_ok());
+                }
+                Some(Done::Blocking(tx)) => {
+                    let _ = tx.try_send(written.is_ok());
+                }
+                None => {}
             }
         }
     }
@@ -193,9 +317,10 @@ mod tests {
             file: path.display().to_string(),
             fsync: true,
             required: true,
+            ..AuditConfig::default()
         })
         .unwrap();
-        a.record(
+        a.record_blocking(
             json!({"uid": 5}),
             &Event {
                 operation: "sign_jwt",
@@ -205,7 +330,7 @@ mod tests {
             },
         )
         .unwrap();
-        a.record(
+        a.record_blocking(
             json!({"uid": 6}),
             &Event {
                 operation: "admin",

@@ -64,6 +64,30 @@ pub struct AuditConfig {
     pub fsync: bool,
     /// When the audit line cannot be written, fail the operation (default true).
     pub required: bool,
+    /// Lines the writer thread's queue holds (10000); a required line that
+    /// finds it full fails its operation, an optional one is dropped.
+    pub queue_lines: usize,
+    /// How long a required operation waits for its line to be written (`"5s"`).
+    pub write_timeout: String,
+}
+
+impl AuditConfig {
+    /// `write_timeout`, checked.
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn write_timeout(&self) -> Result<std::time::Duration, String> {
+        match crate::keyring::policy::parse_duration(&self.write_timeout) {
+            Ok(s) if (1..=3600).contains(&s) => {
+                Ok(std::time::Duration::from_secs(s.unsigned_abs()))
+            }
+            Ok(_) => Err(format!(
+                "[audit] write_timeout {:?} must be between 1s and 1h",
+                self.write_timeout
+            )),
+            Err(e) => Err(format!("[audit] write_timeout: {e}")),
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -72,6 +96,8 @@ impl Default for AuditConfig {
             file: "stdout".into(),
             fsync: false,
             required: true,
+            queue_lines: 10_000,
+            write_timeout: "5s".into(),
         }
     }
 }
@@ -88,15 +114,20 @@ pub struct LimitsConfig {
     pub burst: u32,
     /// Most claim sets in one SignJwtBatch call.
     pub max_batch: usize,
+    /// Audit lines per second per caller for failures the caller can
+    /// provoke at will (invalid tokens, denials); past it they are counted,
+    /// not written. 0 = every line.
+    pub failure_lines_per_second: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_request_bytes: 1024 * 1024,
-            rate_per_second: 0,
-            burst: 100,
+            rate_per_second: 20_000,
+            burst: 20_000,
             max_batch: 64,
+            failure_lines_per_second: 50,
         }
     }
 }
@@ -105,8 +136,8 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeyringConfig {
-    /// `"file"` (`state_dir/keyring.json`, one daemon) or `"token:BACKEND"`
-    /// (data objects on that PKCS#11 token, shared by several daemons).
+    /// `"file"`: `state_dir/keyring.json`. (The on-token store of earlier
+    /// releases, `"token:BACKEND"`, is refused: see `keyring/store.rs`.)
     pub manifest: String,
     /// How often to pick up changes other daemons made (`"10s"`).
     pub refresh: String,
@@ -340,10 +371,36 @@ impl Config {
     ///
     /// # Errors
     /// A message naming the file and, for unknown or missing keys, the key.
+    /// The file is opened without following a symlink and must belong to
+    /// root or custosd's user with no group or other write (`files.rs`).
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
+        let bytes = crate::files::read_trusted(path, crate::files::Kind::Config)
+            .map_err(|e| format!("config: {e}"))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| format!("config {} is not UTF-8", path.display()))?;
+        Self::parse(text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// Every `env:NAME` secret source the config names (PINs, TPM auth
+    /// values), so `main` can take them out of the environment early.
+    pub fn env_secret_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for b in self.backends.values() {
+            let sources: Vec<&str> = match b {
+                BackendConfig::Pkcs11(p) => vec![p.pin.as_str()],
+                BackendConfig::Tpm(t) => [&t.owner_auth, &t.key_auth]
+                    .into_iter()
+                    .filter_map(|s| s.as_deref())
+                    .collect(),
+            };
+            names.extend(
+                sources
+                    .into_iter()
+                    .filter_map(|s| s.strip_prefix("env:"))
+                    .map(String::from),
+            );
+        }
+        names
     }
 
     /// Parses config text and checks what serde cannot.
@@ -396,14 +453,14 @@ impl Config {
         }
         match config.keyring.manifest.as_str() {
             "file" => {}
-            other => match other.strip_prefix("token:") {
-                Some(b) if matches!(config.backends.get(b), Some(BackendConfig::Pkcs11(_))) => {}
-                _ => {
-                    return Err(format!(
-                        "[keyring] manifest = {other:?}: use \"file\" or \"token:NAME\" naming a pkcs11 backend"
-                    ))
-                }
-            },
+            other if other.starts_with("token:") => {
+                return Err(format!(
+                    "[keyring] manifest = {other:?}: the manifest kept on the token is no longer \
+                     supported, because PKCS#11 has no compare-and-swap and a stalled writer could \
+                     lose a change (a lost `disable`); use \"file\" (one daemon per state_dir)"
+                ))
+            }
+            other => return Err(format!("[keyring] manifest = {other:?}: use \"file\"")),
         }
         for (name, b) in &config.backends {
             if let BackendConfig::Pkcs11(p) = b {

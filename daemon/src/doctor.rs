@@ -92,9 +92,6 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
             }
         }
     }
-    // The orphan check reads the file manifest; a manifest kept on a token
-    // is read by custosd itself (and reported in its log at start).
-    let token_manifest = config.keyring.manifest.starts_with("token:");
     // The throwaway keys are created and destroyed on the real token: both
     // are audited in the daemon's log when it is a file (appending is safe
     // beside a running daemon; a stdout log belongs to the daemon's process).
@@ -103,15 +100,11 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
     } else {
         Some(crate::audit::Auditor::open(&config.audit)?)
     };
-    // Ok(None): the manifest is on a token and not checked here.
-    let manifest: std::result::Result<Option<Manifest>, String> = if token_manifest {
-        Ok(None)
-    } else {
+    let manifest: std::result::Result<Option<Manifest>, String> =
         FileStore::new(config.server.state_dir.clone())
             .load()
             .map(Some)
-            .map_err(|e| e.to_string())
-    };
+            .map_err(|e| e.to_string());
     let mut reports = Vec::new();
     for (name, b) in &config.backends {
         let BackendConfig::Pkcs11(p) = b else {
@@ -133,11 +126,6 @@ pub fn run(config: &Path, only: Option<&str>) -> Result<Vec<BackendReport>, Stri
             limits: Vec::new(),
             manifest_error: manifest.as_ref().err().cloned(),
         };
-        if token_manifest {
-            report.limits.push(
-                "the manifest is kept on a token (manifest = token:...): orphans are not checked here; custosd logs them at start".into(),
-            );
-        }
         let opened = HsmProfile::load(&p.profile, config.server.profiles_dir.as_deref()).and_then(
             |profile| {
                 report.profile_tested = profile.tested;
@@ -256,7 +244,7 @@ fn audit_line(
     let caller =
         serde_json::json!({"tool": "custosd doctor", "uid": nix::unistd::getuid().as_raw()});
     let detail = format!("backend {backend}, test key {} (id {})", key.label, key.id);
-    a.record(
+    a.record_blocking(
         caller,
         &crate::audit::Event {
             operation,

@@ -16,7 +16,7 @@
 //!
 //! - [`binding`]: sender constraints (client certificates, DPoP), beside `fapi`.
 //!
-//! Beside them: [`config`] (TOML), [`secret`] (PINs), [`alg`] (the JOSE
+//! Beside them: [`config`] (TOML), [`secret`] (PINs), [`files`] (opening trusted files), [`alg`] (the JOSE
 //! algorithms), [`error`] (the domain error) and [`runtime`] (wiring).
 //!
 //! One exception to the arrows, on purpose: `keyring` uses `jose::jwk`
@@ -35,6 +35,7 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod fapi;
+pub mod files;
 pub mod httpsig;
 pub mod jose;
 pub mod keyring;

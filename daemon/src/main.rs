@@ -94,6 +94,12 @@ fn main() -> ExitCode {
     {
         return bench(&config, keyset, concurrency, duration, no_pool, json);
     }
+    // PINs named `env:NAME` leave the environment before any thread starts.
+    if let Some(path) = &args.config {
+        if let Ok(config) = custos_daemon::config::Config::load(path) {
+            custos_daemon::secret::take_from_environment(&config.env_secret_names());
+        }
+    }
     let mode = match (args.config, args.dev) {
         (Some(path), _) => Mode::Config(path),
         (None, true) => Mode::Dev,

@@ -9,7 +9,6 @@ use crate::backend::KeyBackend;
 use crate::config::{AuditConfig, BackendConfig, Config, ServerConfig};
 use crate::keyring::policy::parse_duration;
 use crate::keyring::store::{FileStore, ManifestStore};
-use crate::keyring::token_store::TokenStore;
 use crate::keyring::Keyring;
 use crate::secret::Secret;
 use crate::server::ServeOptions;
@@ -93,20 +92,6 @@ fn dev_config() -> Config {
     }
 }
 
-/// Refuses a config file that group or others can write.
-fn check_config_file(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o022 != 0 {
-        return Err(format!(
-            "config {} is writable by group or others; run `chmod go-w {}`",
-            path.display(),
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
 fn setup(mode: &Mode) -> Result<Setup, String> {
     let (config, backends, store): (Config, Backends, Box<dyn ManifestStore>) = match mode {
         Mode::Dev => {
@@ -120,10 +105,8 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
             (config, BTreeMap::from([("dev".to_string(), dev)]), store)
         }
         Mode::Config(path) => {
-            check_config_file(path)?;
             let config = Config::load(path)?;
             let mut backends: BTreeMap<String, Arc<dyn KeyBackend>> = BTreeMap::new();
-            let mut pkcs11: BTreeMap<String, Arc<Pkcs11Backend>> = BTreeMap::new();
             for (name, b) in &config.backends {
                 match b {
                     BackendConfig::Pkcs11(p) => {
@@ -135,7 +118,6 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
                             Pkcs11Backend::open(p, profile, pin)
                                 .map_err(|e| format!("backend {name}: {e}"))?,
                         );
-                        pkcs11.insert(name.clone(), backend.clone());
                         backends.insert(name.clone(), backend);
                     }
                     BackendConfig::Tpm(t) => {
@@ -143,16 +125,8 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
                     }
                 }
             }
-            let store: Box<dyn ManifestStore> = match config.keyring.manifest.strip_prefix("token:")
-            {
-                Some(name) => {
-                    let backend = pkcs11.get(name).cloned().ok_or_else(|| {
-                        format!("[keyring] manifest names backend {name:?}, which is not pkcs11")
-                    })?;
-                    Box::new(TokenStore::new(backend, name.to_string()))
-                }
-                None => Box::new(FileStore::new(config.server.state_dir.clone())),
-            };
+            let store: Box<dyn ManifestStore> =
+                Box::new(FileStore::new(config.server.state_dir.clone()));
             (config, backends, store)
         }
     };

@@ -25,6 +25,9 @@ impl Secret {
     /// group or others.
     pub fn from_source(source: &str) -> Result<Self, String> {
         if let Some(name) = source.strip_prefix("env:") {
+            if let Some(taken) = taken().lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+                return Ok(taken.clone());
+            }
             let value = std::env::var(name).map_err(|_| {
                 format!("secret source {source:?}: environment variable {name} is not set")
             })?;
@@ -42,13 +45,12 @@ impl Secret {
             return Self::from_source(&format!("file:{dir}/{name}"));
         }
         if let Some(path) = source.strip_prefix("file:") {
-            check_private_file(std::path::Path::new(path))
-                .map_err(|e| format!("secret source {source:?}: {e}"))?;
-            let raw = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("secret source {source:?}: cannot read {path}: {e}"))?,
-            );
-            return Ok(Self::new(raw.trim_end_matches(['\r', '\n']).to_string()));
+            let raw =
+                crate::files::read_trusted(std::path::Path::new(path), crate::files::Kind::Secret)
+                    .map_err(|e| format!("secret source {source:?}: {e}"))?;
+            let text = std::str::from_utf8(&raw)
+                .map_err(|_| format!("secret source {source:?}: the file is not UTF-8"))?;
+            return Ok(Self::new(text.trim_end_matches(['\r', '\n']).to_string()));
         }
         Err(format!(
             "secret source must be \"env:NAME\", \"file:PATH\" or \"systemd-creds:NAME\", not a literal value (got a value of {} characters)",
@@ -62,22 +64,46 @@ impl Secret {
     }
 }
 
-/// Refuses a secret file (PIN, TLS key) that group or others can read or write.
+/// Secrets taken out of the environment by [`take_from_environment`].
+fn taken() -> &'static std::sync::Mutex<std::collections::HashMap<String, Secret>> {
+    static TAKEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Secret>>> =
+        std::sync::OnceLock::new();
+    TAKEN.get_or_init(Default::default)
+}
+
+/// Moves the named variables out of the process environment into memory,
+/// where `env:NAME` sources find them: the value is overwritten in place
+/// (so `/proc/PID/environ` no longer shows it) and the variable is removed
+/// (so no child process inherits it).
 ///
-/// # Errors
-/// A message with the fix.
-pub fn check_private_file(path: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "{} is accessible by group or others; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        ));
+/// Call from `main` before any thread starts: the environment is not
+/// thread-safe to change.
+pub fn take_from_environment(names: &[String]) {
+    for name in names {
+        let Ok(value) = std::env::var(name) else {
+            continue;
+        };
+        taken()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), Secret::new(value));
+        if let Ok(c_name) = std::ffi::CString::new(name.as_str()) {
+            // SAFETY: no other thread runs yet (the caller's contract), so
+            // nothing reads or changes the environment meanwhile. `getenv`
+            // returns a pointer to the value's bytes inside the environment
+            // block, NUL-terminated and writable; it is overwritten within
+            // its own length before the variable is removed.
+            #[allow(unsafe_code)]
+            unsafe {
+                let p = nix::libc::getenv(c_name.as_ptr());
+                if !p.is_null() {
+                    let len = nix::libc::strlen(p);
+                    std::ptr::write_bytes(p, 0, len);
+                }
+            }
+        }
+        std::env::remove_var(name);
     }
-    Ok(())
 }
 
 impl fmt::Debug for Secret {

@@ -3,8 +3,7 @@
 //! - `keyset.rs`: the data model and the state transitions of one keyset.
 //! - `policy.rs`: rotation policy and durations.
 //! - `schedule.rs`: which scheduled transitions are due (pure).
-//! - `manifest.rs`, `store.rs`, `token_store.rs`: where the manifest lives
-//!   (a file, or data objects on the token shared by several daemons).
+//! - `manifest.rs`, `store.rs`: where the manifest lives (a file).
 //!
 //! The keyring keeps metadata and devices consistent: a key is generated
 //! first and recorded second (a crash in between leaves an *orphan*, found
@@ -21,16 +20,15 @@ pub mod manifest;
 pub mod policy;
 pub mod schedule;
 pub mod store;
-pub mod token_store;
 
 use crate::alg::Algorithm;
-use crate::backend::{KeyBackend, KeyRef};
+use crate::backend::{KeyBackend, KeyRef, PublicKey};
 use crate::error::{Error, Result};
 use crate::jose::jwk;
 use keyset::{KeyVersion, Keyset, Profile, Purpose, VersionState};
 use manifest::Manifest;
 use policy::Policy;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use store::{Commit, ManifestStore};
 
@@ -127,6 +125,12 @@ pub struct Keyring {
     orphans: Mutex<Vec<(String, KeyRef)>>,
     audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
     limits: std::sync::OnceLock<Limits>,
+    /// Keysets held back because their record in the manifest does not match
+    /// the device (name, why): not served for anything until it does.
+    quarantine: Mutex<BTreeMap<String, String>>,
+    /// Public keys as the device reported them, by (backend, key id): the
+    /// only source a manifest's `public` is trusted from.
+    device_keys: Mutex<HashMap<(String, String), PublicKey>>,
 }
 
 /// Quotas that keep one keyset admin from filling the device
@@ -176,25 +180,131 @@ impl Keyring {
         let ring = Self {
             store,
             backends,
-            snapshot: RwLock::new(Arc::new(m)),
+            snapshot: RwLock::new(Arc::new(Manifest::default())),
             writer: Mutex::new(()),
             orphans: Mutex::new(Vec::new()),
             audit: std::sync::OnceLock::new(),
             limits: std::sync::OnceLock::new(),
+            quarantine: Mutex::new(BTreeMap::new()),
+            device_keys: Mutex::new(HashMap::new()),
         };
-        ring.reconcile(true)?;
+        if let Some(ks) = m
+            .keysets
+            .values()
+            .find(|k| !ring.backends.contains_key(&k.backend))
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "keyset {:?} lives on backend {:?}, which is not in the config",
+                ks.name, ks.backend
+            )));
+        }
+        ring.install(m);
+        ring.reconcile()?;
         Ok(ring)
     }
 
-    fn reconcile(&self, strict: bool) -> Result<()> {
-        let m = self.snapshot();
+    /// What is wrong with each keyset whose record in `m` cannot be
+    /// trusted: a live version's public key must hash to its kid, fit the
+    /// algorithm, be the key the device holds under its id, and no device
+    /// key may be recorded twice. The device is asked once per key; its
+    /// answer is remembered. Blocking.
+    fn screen(&self, m: &Manifest) -> BTreeMap<String, String> {
+        let mut problems = BTreeMap::new();
+        let mut seen: HashMap<(&str, &str), &str> = HashMap::new();
+        for ks in m.keysets.values() {
+            let mut problem = None;
+            for v in ks
+                .versions
+                .iter()
+                .filter(|v| v.state != VersionState::Destroyed)
+            {
+                if let Some(other) = seen.insert((&ks.backend, &v.key_ref.id), &ks.name) {
+                    problem = Some(format!(
+                        "device key {} is recorded twice (also in keyset {other:?})",
+                        v.key_ref.id
+                    ));
+                    problems.entry(other.to_string()).or_insert_with(|| {
+                        format!(
+                            "device key {} is recorded twice (also in keyset {:?})",
+                            v.key_ref.id, ks.name
+                        )
+                    });
+                } else if !v.public.fits(ks.alg) {
+                    problem = Some(format!(
+                        "the recorded public key of kid {} is not an {} key",
+                        v.kid, ks.alg
+                    ));
+                } else if jwk::thumbprint(&v.public) != v.kid {
+                    problem = Some(format!(
+                        "the recorded public key of kid {} does not hash to that kid",
+                        v.kid
+                    ));
+                } else {
+                    match self.device_public(ks, v) {
+                        Ok(device) if device == v.public => {}
+                        Ok(_) => {
+                            problem = Some(format!(
+                                "the device key {} is not the recorded public key of kid {}",
+                                v.key_ref.label, v.kid
+                            ))
+                        }
+                        Err(e) => {
+                            problem = Some(format!(
+                                "kid {} cannot be checked against its device key {}: {e}",
+                                v.kid, v.key_ref.label
+                            ))
+                        }
+                    }
+                }
+                if problem.is_some() {
+                    break;
+                }
+            }
+            if let Some(p) = problem {
+                problems.insert(ks.name.clone(), p);
+            }
+        }
+        problems
+    }
+
+    /// The public key the device holds for version `v` of `ks` (remembered
+    /// after the first answer).
+    fn device_public(&self, ks: &Keyset, v: &KeyVersion) -> Result<PublicKey> {
+        let slot = (ks.backend.clone(), v.key_ref.id.clone());
+        if let Some(k) = self
+            .device_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+        {
+            return Ok(k.clone());
+        }
+        let backend = self.backend_of(&ks.backend)?;
+        let public = backend.load(&v.key_ref, ks.alg)?;
+        self.device_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slot, public.clone());
+        Ok(public)
+    }
+
+    /// Keysets held back because the manifest's record of them does not
+    /// match the device: (name, why).
+    pub fn quarantined(&self) -> BTreeMap<String, String> {
+        self.quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Removes what a crash left behind (objects of destroyed versions) and
+    /// reports unrecorded keys as orphans.
+    fn reconcile(&self) -> Result<()> {
+        let m = self.store.load()?;
         let mut recorded: BTreeMap<&str, Vec<&KeyRef>> = BTreeMap::new();
         for ks in m.keysets.values() {
             let Some(backend) = self.backends.get(&ks.backend) else {
-                return Err(Error::FailedPrecondition(format!(
-                    "keyset {:?} lives on backend {:?}, which is not in the config",
-                    ks.name, ks.backend
-                )));
+                continue;
             };
             for v in &ks.versions {
                 recorded
@@ -206,26 +316,6 @@ impl Keyring {
                     if let Err(e) = backend.destroy(&v.key_ref) {
                         tracing::warn!(keyset = %ks.name, kid = %v.kid, error = %e, "could not remove a destroyed key");
                     }
-                    continue;
-                }
-                let checked = backend.load(&v.key_ref, ks.alg).map_err(|e| {
-                    Error::from(e).with_context(&format!("keyset {:?} kid {}", ks.name, v.kid))
-                });
-                let mismatch = match &checked {
-                    Ok(public) => jwk::thumbprint(public) != v.kid,
-                    Err(_) => false,
-                };
-                if mismatch {
-                    return Err(Error::Internal(format!(
-                        "keyset {:?}: the device key {} no longer matches kid {}; refusing to use it",
-                        ks.name, v.key_ref.label, v.kid
-                    )));
-                }
-                if let Err(e) = checked {
-                    if strict {
-                        return Err(e);
-                    }
-                    tracing::error!(keyset = %ks.name, kid = %v.kid, error = %e, "a recorded key is missing on its device");
                 }
             }
         }
@@ -273,7 +363,7 @@ impl Keyring {
         }
         if let Some(a) = self.audit.get() {
             let detail = format!("{} -> {to}", from.unwrap_or("-"));
-            let _ = a.record(
+            let _ = a.record_blocking(
                 serde_json::json!({"schedule": true}),
                 &crate::audit::Event {
                     operation: "scheduled_transition",
@@ -315,8 +405,56 @@ impl Keyring {
         }
     }
 
-    fn install(&self, m: Manifest) {
+    /// Serves `m` after screening it: keysets whose record does not match
+    /// the device are held back (logged and audited when first found), the
+    /// others are served.
+    fn install(&self, mut m: Manifest) {
+        let problems = self.screen(&m);
+        {
+            let mut q = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, why) in &problems {
+                if q.get(name) != Some(why) {
+                    tracing::error!(keyset = %name, problem = %why,
+                        "keyset quarantined: its record in the keyring manifest does not match the device; \
+                         it is not used until the manifest is restored from backup");
+                    if let Some(a) = self.audit.get() {
+                        let _ = a.record_blocking(
+                            serde_json::json!({"keyring": true}),
+                            &crate::audit::Event {
+                                operation: "keyset_quarantined",
+                                keyset: Some(name),
+                                outcome: "error",
+                                detail: Some(why),
+                                ..crate::audit::Event::default()
+                            },
+                        );
+                    }
+                }
+            }
+            for name in q.keys().filter(|n| !problems.contains_key(*n)) {
+                tracing::warn!(keyset = %name, "keyset matches its device again; served");
+            }
+            *q = problems.clone();
+        }
+        for name in problems.keys() {
+            m.keysets.remove(name);
+        }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m);
+    }
+
+    fn refuse_quarantined(&self, name: &str) -> Result<()> {
+        match self
+            .quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            Some(why) => Err(Error::FailedPrecondition(format!(
+                "keyset {name:?} is quarantined: {why}; restore keyring.json from backup \
+                 (`custos doctor` compares it with the token)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Picks up changes another daemon committed to a shared store. Blocking.
@@ -327,17 +465,28 @@ impl Keyring {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let m = self.store.load()?;
         let current = self.snapshot();
-        // Only move forward: a store may briefly show an older generation
-        // while a concurrent writer withdraws a losing write.
-        if m.generation <= current.generation {
+        let quarantined = !self
+            .quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if m.generation <= current.generation && !quarantined {
             return Ok(false);
         }
-        tracing::info!(
-            generation = m.generation,
-            "keyring changed in the store; reloaded"
-        );
+        if m.generation != current.generation {
+            tracing::info!(
+                generation = m.generation,
+                "keyring changed in the store; reloaded"
+            );
+        }
+        // Quarantined keysets are screened again (a device that was away may be back).
+        if quarantined {
+            self.device_keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         self.install(m);
-        self.reconcile(false)?;
         Ok(true)
     }
 
@@ -373,6 +522,7 @@ impl Keyring {
     /// # Errors
     /// `NotFound` naming the keyset.
     pub fn keyset(&self, name: &str) -> Result<Keyset> {
+        self.refuse_quarantined(name)?;
         self.snapshot()
             .keysets
             .get(name)
@@ -426,6 +576,10 @@ impl Keyring {
         let backend = self.backend_of(&ks.backend)?;
         let key_ref = KeyRef::generate(format!("custos:{}:{number}", ks.name));
         let public = backend.generate(&key_ref, ks.alg)?;
+        self.device_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((ks.backend.clone(), key_ref.id.clone()), public.clone());
         Ok((
             backend,
             KeyVersion {
@@ -440,23 +594,40 @@ impl Keyring {
     }
 
     /// Records a freshly generated version with `record`, or removes the key
-    /// from the device again when recording fails.
+    /// from the device again when recording failed. The key is removed only
+    /// when the manifest provably does not name it: a write can fail after
+    /// the new manifest reached the disk (the directory fsync after the
+    /// rename), and a manifest naming a destroyed key would not start.
     fn record_new<T>(
         &self,
         backend: &Arc<dyn KeyBackend>,
         key_ref: &KeyRef,
         record: impl Fn(&mut Manifest) -> Result<T>,
     ) -> Result<T> {
-        match self.mutate(record) {
-            Ok(v) => Ok(v),
-            Err(e) => {
+        let e = match self.mutate(record) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        match self.store.load() {
+            Ok(m) if !names(&m, key_ref) => {
                 if let Err(cleanup) = backend.destroy(key_ref) {
                     tracing::error!(label = %key_ref.label, error = %cleanup,
                         "could not remove a key whose recording failed; it is an orphan");
                 }
-                Err(e)
+            }
+            Ok(m) => {
+                tracing::error!(label = %key_ref.label, error = %e,
+                    "the manifest write reported a failure but the manifest names the new key; it is kept");
+                let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+                self.install(m);
+            }
+            Err(load) => {
+                tracing::error!(label = %key_ref.label, error = %e, reload = %load,
+                    "the manifest write failed and the manifest cannot be read back; the new key is kept \
+                     (an orphan at worst, reported at start)");
             }
         }
+        Err(e)
     }
 
     /// Creates a keyset with one active version generated on its backend. Blocking.
@@ -466,6 +637,7 @@ impl Keyring {
     /// `NotFound` for an unknown backend, or the device's failure.
     pub fn create(&self, req: NewKeyset, by: &str) -> Result<Keyset> {
         keyset::check_name(&req.name).map_err(Error::InvalidArgument)?;
+        self.refuse_quarantined(&req.name)?;
         let max_token_lifetime = req
             .max_token_lifetime
             .unwrap_or(keyset::DEFAULT_MAX_LIFETIME);
@@ -544,6 +716,7 @@ impl Keyring {
         name: &str,
         change: impl Fn(&mut Keyset) -> Result<()>,
     ) -> Result<Keyset> {
+        self.refuse_quarantined(name)?;
         self.mutate(|m| {
             let ks = m.keysets.get_mut(name).ok_or_else(|| not_found(name))?;
             change(ks)?;
@@ -672,7 +845,7 @@ impl Keyring {
                         "scheduled transition failed; retrying at the next tick");
                     if let Some(a) = self.audit.get() {
                         let detail = e.to_string();
-                        let _ = a.record(
+                        let _ = a.record_blocking(
                             serde_json::json!({"schedule": true}),
                             &crate::audit::Event {
                                 operation: "scheduled_transition",
@@ -775,6 +948,7 @@ impl Keyring {
     /// `NotFound` for an unknown keyset; `FailedPrecondition` when the purpose
     /// is not the keyset's or it has no active key.
     pub fn active_key(&self, name: &str, purpose: Purpose) -> Result<ActiveKey> {
+        self.refuse_quarantined(name)?;
         let snap = self.snapshot();
         let ks = snap.keysets.get(name).ok_or_else(|| not_found(name))?;
         if !ks.purposes.contains(&purpose) {
@@ -799,6 +973,14 @@ impl Keyring {
             backend,
         })
     }
+}
+
+/// Whether any version in `m` is the device key `key_ref`.
+fn names(m: &Manifest, key_ref: &KeyRef) -> bool {
+    m.keysets
+        .values()
+        .flat_map(|k| &k.versions)
+        .any(|v| v.key_ref.id == key_ref.id)
 }
 
 fn not_found(name: &str) -> Error {
@@ -894,9 +1076,13 @@ mod tests {
     fn failed_manifest_write_removes_the_new_key() {
         let dir = tempfile::tempdir().unwrap();
         let r = ring(dir.path());
-        // A non-empty directory where the manifest goes makes the final rename
-        // fail, even for root.
-        let blocker = manifest::path(&dir.path().join("state"));
+        // A directory where the temporary file goes makes the write fail
+        // before the rename, even for root: the manifest provably does not
+        // name the key.
+        let blocker = dir
+            .path()
+            .join("state")
+            .join(format!(".keyring.json.{}.tmp", std::process::id()));
         std::fs::create_dir_all(blocker.join("x")).unwrap();
         assert!(matches!(r.create_t(new("a")), Err(Error::Internal(_))));
         assert_eq!(
@@ -904,5 +1090,232 @@ mod tests {
             0
         );
         assert!(r.keyset("a").is_err());
+    }
+
+    /// A backend that refuses to generate keys while `fail` is set.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: SoftwareBackend,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl KeyBackend for Flaky {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        fn generate(
+            &self,
+            key: &KeyRef,
+            alg: Algorithm,
+        ) -> std::result::Result<PublicKey, crate::backend::BackendError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::backend::BackendError::Unavailable(
+                    "the device is away".into(),
+                ));
+            }
+            self.inner.generate(key, alg)
+        }
+        fn load(
+            &self,
+            key: &KeyRef,
+            alg: Algorithm,
+        ) -> std::result::Result<PublicKey, crate::backend::BackendError> {
+            self.inner.load(key, alg)
+        }
+        fn sign(
+            &self,
+            key: &KeyRef,
+            alg: Algorithm,
+            m: &[u8],
+        ) -> std::result::Result<Vec<u8>, crate::backend::BackendError> {
+            self.inner.sign(key, alg, m)
+        }
+        fn decrypt(
+            &self,
+            key: &KeyRef,
+            alg: Algorithm,
+            c: &[u8],
+        ) -> std::result::Result<Vec<u8>, crate::backend::BackendError> {
+            self.inner.decrypt(key, alg, c)
+        }
+        fn protection(
+            &self,
+            key: &KeyRef,
+        ) -> std::result::Result<crate::backend::KeyProtection, crate::backend::BackendError>
+        {
+            self.inner.protection(key)
+        }
+        fn destroy(&self, key: &KeyRef) -> std::result::Result<(), crate::backend::BackendError> {
+            self.inner.destroy(key)
+        }
+        fn list_keys(&self) -> std::result::Result<Vec<KeyRef>, crate::backend::BackendError> {
+            self.inner.list_keys()
+        }
+    }
+
+    #[test]
+    fn one_failing_keyset_does_not_stall_the_schedule_of_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: SoftwareBackend::new(dir.path().join("flaky-keys")).unwrap(),
+            fail: std::sync::atomic::AtomicBool::new(false),
+        });
+        let dev: Arc<dyn KeyBackend> =
+            Arc::new(SoftwareBackend::new(dir.path().join("keys")).unwrap());
+        let r = Keyring::open(
+            Box::new(store::FileStore::new(dir.path().join("state"))),
+            BTreeMap::from([
+                ("dev".to_string(), dev),
+                ("flaky".to_string(), flaky.clone() as Arc<dyn KeyBackend>),
+            ]),
+        )
+        .unwrap();
+        let mut a = new("a");
+        a.backend = Some("flaky".into());
+        r.create_t(a).unwrap();
+        r.create_t(new("b")).unwrap();
+        for name in ["a", "b"] {
+            let update = PolicyUpdate {
+                rotation_period: Some(Some(30 * 86_400)),
+                ..PolicyUpdate::default()
+            };
+            r.set_policy(name, update, "test").unwrap();
+        }
+        flaky.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        // "a" sorts first and fails; "b" still rotates.
+        assert_eq!(r.tick(now() + 60 * 86_400).unwrap(), 1);
+        assert_eq!(r.keyset("a").unwrap().versions.len(), 1);
+        assert_eq!(r.keyset("b").unwrap().versions.len(), 2);
+        // Retried at the next tick once the device is back.
+        flaky.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(r.tick(now() + 60 * 86_400).unwrap() >= 1);
+        assert_eq!(r.keyset("a").unwrap().versions.len(), 2);
+    }
+
+    /// Rewrites the stored manifest with `change`, bumping the generation.
+    fn tamper(dir: &std::path::Path, change: impl Fn(&mut serde_json::Value)) {
+        let path = manifest::path(&dir.join("state"));
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        change(&mut m);
+        m["generation"] = serde_json::json!(m["generation"].as_u64().unwrap() + 1);
+        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_naming_another_public_key_quarantines_that_keyset_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let r = ring(dir.path());
+        r.create_t(new("a")).unwrap();
+        r.create_t(new("b")).unwrap();
+        // Another key pair, kid and public consistent with each other.
+        let foreign = ring(other.path()).create_t(new("x")).unwrap().versions[0].clone();
+        let (kid, public) = (
+            foreign.kid.clone(),
+            serde_json::to_value(&foreign.public).unwrap(),
+        );
+        tamper(dir.path(), |m| {
+            m["keysets"]["a"]["versions"][0]["kid"] = serde_json::json!(kid);
+            m["keysets"]["a"]["versions"][0]["public"] = public.clone();
+        });
+        // At the next refresh of the running daemon...
+        assert!(r.refresh().unwrap());
+        let check = |r: &Keyring| {
+            assert!(
+                !r.snapshot().keysets.contains_key("a"),
+                "a must not be served"
+            );
+            assert!(
+                r.quarantined()["a"].contains("is not the recorded public key"),
+                "{:?}",
+                r.quarantined()
+            );
+            let e = r.active_key("a", Purpose::IdToken).unwrap_err();
+            assert!(
+                matches!(e, Error::FailedPrecondition(ref m) if m.contains("quarantined")),
+                "{e:?}"
+            );
+            assert!(r.active_key("b", Purpose::IdToken).is_ok());
+            assert!(matches!(
+                r.rotate("a", true, "test"),
+                Err(Error::FailedPrecondition(_))
+            ));
+        };
+        check(&r);
+        // ...and after a restart.
+        check(&ring(dir.path()));
+        // A public key that does not hash to its kid is refused too.
+        let public_b = serde_json::to_value(&r.keyset("b").unwrap().versions[0].public).unwrap();
+        tamper(dir.path(), |m| {
+            m["keysets"]["b"]["versions"][0]["public"] = public.clone();
+        });
+        assert!(r.refresh().unwrap());
+        assert!(
+            r.quarantined()["b"].contains("does not hash"),
+            "{:?}",
+            r.quarantined()
+        );
+        // Restoring the file serves it again.
+        tamper(dir.path(), |m| {
+            m["keysets"]["b"]["versions"][0]["public"] = public_b.clone();
+        });
+        assert!(r.refresh().unwrap());
+        assert!(r.active_key("b", Purpose::IdToken).is_ok());
+        assert!(!r.quarantined().contains_key("b"));
+    }
+
+    /// A store whose next commit writes the manifest and then reports a
+    /// failure, as when the directory fsync after the rename fails.
+    #[derive(Debug)]
+    struct FailsAfterWrite {
+        inner: store::FileStore,
+        armed: std::sync::atomic::AtomicBool,
+    }
+
+    impl ManifestStore for FailsAfterWrite {
+        fn load(&self) -> Result<Manifest> {
+            self.inner.load()
+        }
+        fn commit(&self, base: u64, next: &Manifest) -> Result<Commit> {
+            let done = self.inner.commit(base, next)?;
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::Internal(
+                    "fsync of the state directory failed".into(),
+                ));
+            }
+            Ok(done)
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_after_the_rename_keeps_the_key_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let b: Arc<dyn KeyBackend> =
+            Arc::new(SoftwareBackend::new(dir.path().join("keys")).unwrap());
+        let r = Keyring::open(
+            Box::new(FailsAfterWrite {
+                inner: store::FileStore::new(dir.path().join("state")),
+                armed: std::sync::atomic::AtomicBool::new(true),
+            }),
+            BTreeMap::from([("dev".to_string(), b)]),
+        )
+        .unwrap();
+        assert!(matches!(r.create_t(new("a")), Err(Error::Internal(_))));
+        // The manifest names the key: it is kept, served, and the next start accepts it.
+        assert!(r.active_key("a", Purpose::IdToken).is_ok());
+        let again = ring(dir.path());
+        assert_eq!(
+            again
+                .active_key("a", Purpose::IdToken)
+                .unwrap()
+                .sign(b"x")
+                .unwrap()
+                .len(),
+            64
+        );
     }
 }

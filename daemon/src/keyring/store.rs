@@ -1,8 +1,16 @@
-//! Where the manifest is kept: a file in `state_dir` (one daemon), or data
-//! objects on the PKCS#11 token next to the keys (several daemons sharing
-//! one HSM, `token_store.rs`). Both commit with optimistic concurrency: a
-//! write names the generation it was based on and fails with
-//! [`Commit::Conflict`] when someone else wrote first.
+//! Where the manifest is kept: a file in `state_dir` (one daemon). A store
+//! commits with optimistic concurrency: a write names the generation it was
+//! based on and fails with [`Commit::Conflict`] when someone else wrote first.
+//!
+//! Earlier releases could keep the manifest as data objects on the PKCS#11
+//! token, so several daemons could share one HSM. It was removed: PKCS#11
+//! has no compare-and-swap, its leases were destroy-races, and a writer that
+//! stalled past the lease timeout still had its write reported as done after
+//! a later writer had skipped it, so a change (a `disable`) could be lost.
+//! Fencing built from the same destroy-races would still let a reader on
+//! SoftHSM2 (which shows one process another's objects late) install a
+//! generation that was then withdrawn. A shared store belongs on an engine
+//! with real compare-and-swap and leases (etcd).
 
 use super::manifest::{self, Manifest};
 use crate::error::Result;

@@ -110,6 +110,40 @@ fn grants(list: &[String], operation: &str) -> bool {
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// Events refused since the last one let through (failure lines only).
+    refused: u64,
+}
+
+/// Token buckets per caller key.
+#[derive(Debug, Default)]
+struct Buckets(Mutex<HashMap<String, Bucket>>);
+
+impl Buckets {
+    /// Takes one token from `key`'s bucket: `Ok(refused since the last
+    /// token)` when there was one, `Err(())` when it is empty.
+    fn take(&self, key: String, rate: u32, burst: u32) -> Result<u64, ()> {
+        let rate = f64::from(rate);
+        let burst = f64::from(burst.max(1));
+        let now = Instant::now();
+        let mut buckets = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, b| now.duration_since(b.last).as_secs() < 60);
+        }
+        let b = buckets.entry(key).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+            refused: 0,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(std::mem::take(&mut b.refused))
+        } else {
+            b.refused = b.refused.saturating_add(1);
+            Err(())
+        }
+    }
 }
 
 /// The access check shared by every service.
@@ -119,7 +153,8 @@ pub(crate) struct Gate {
     owner_operations: Arc<Vec<String>>,
     rules: Arc<Vec<AccessRule>>,
     limits: LimitsConfig,
-    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    requests: Arc<Buckets>,
+    failure_lines: Arc<Buckets>,
     pub(crate) audit: Arc<Auditor>,
 }
 
@@ -140,7 +175,8 @@ impl Gate {
             owner_operations: Arc::new(owner_operations),
             rules: Arc::new(rules),
             limits,
-            buckets: Arc::new(Mutex::new(HashMap::new())),
+            requests: Arc::default(),
+            failure_lines: Arc::default(),
             audit,
         }
     }
@@ -204,27 +240,83 @@ impl Gate {
     }
 
     fn rate_ok(&self, caller: &Caller) -> bool {
-        if self.limits.rate_per_second == 0 {
-            return true;
-        }
-        let rate = f64::from(self.limits.rate_per_second);
-        let burst = f64::from(self.limits.burst.max(1));
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 10_000 {
-            buckets.retain(|_, b| now.duration_since(b.last).as_secs() < 60);
-        }
-        let b = buckets.entry(caller.key()).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
+        self.limits.rate_per_second == 0
+            || self
+                .requests
+                .take(caller.key(), self.limits.rate_per_second, self.limits.burst)
+                .is_ok()
+    }
+
+    /// Audits a failure a caller can provoke at will (an invalid token, a
+    /// denial), at most `[limits] failure_lines_per_second` per caller: past
+    /// that, lines are counted and the count is written with the next line
+    /// let through, so one caller cannot flood the log.
+    ///
+    /// # Errors
+    /// As [`Auditor::record`].
+    pub(crate) async fn audit_failure(
+        &self,
+        caller: &Caller,
+        event: &Event<'_>,
+    ) -> crate::error::Result<()> {
+        let rate = self.limits.failure_lines_per_second;
+        let suppressed = if rate == 0 {
+            0
         } else {
-            false
+            match self
+                .failure_lines
+                .take(caller.key(), rate, rate.saturating_mul(5))
+            {
+                Ok(n) => n,
+                Err(()) => return Ok(()),
+            }
+        };
+        if suppressed > 0 {
+            let detail = format!(
+                "{suppressed} failure lines of this caller were not written ([limits] failure_lines_per_second = {rate})"
+            );
+            self.audit.record_nowait(
+                caller.to_json(),
+                &Event {
+                    operation: "audit_suppressed",
+                    outcome: "error",
+                    detail: Some(&detail),
+                    ..Event::default()
+                },
+            );
+        }
+        self.audit.record(caller.to_json(), event).await
+    }
+
+    /// Queues a denial's line (the call is refused whether or not it is
+    /// written), within the failure-line limit.
+    fn deny_line(&self, caller: &Caller, event: Event<'_>) {
+        let rate = self.limits.failure_lines_per_second;
+        if rate == 0 {
+            self.audit.record_nowait(caller.to_json(), &event);
+            return;
+        }
+        match self
+            .failure_lines
+            .take(caller.key(), rate, rate.saturating_mul(5))
+        {
+            Ok(0) => self.audit.record_nowait(caller.to_json(), &event),
+            Ok(n) => {
+                let detail = format!(
+                    "{n} failure lines of this caller were not written ([limits] failure_lines_per_second = {rate})"
+                );
+                self.audit.record_nowait(
+                    caller.to_json(),
+                    &Event {
+                        operation: "audit_suppressed",
+                        outcome: "error",
+                        detail: Some(&detail),
+                        ..Event::default()
+                    },
+                );
+                self.audit.record_nowait(caller.to_json(), &event);
+            }
+            Err(()) => {}
         }
     }
 
@@ -243,9 +335,9 @@ impl Gate {
             )));
         };
         if !self.rate_ok(&caller) {
-            let _ = self.audit.record(
-                caller.to_json(),
-                &Event {
+            self.deny_line(
+                &caller,
+                Event {
                     operation,
                     keyset,
                     outcome: "denied",
@@ -264,17 +356,15 @@ impl Gate {
         let target = keyset
             .map(|k| format!(" on keyset {k:?}"))
             .unwrap_or_default();
-        self.audit
-            .record(
-                caller.to_json(),
-                &Event {
-                    operation,
-                    keyset,
-                    outcome: "denied",
-                    ..Event::default()
-                },
-            )
-            .map_err(super::status::to_status)?;
+        self.deny_line(
+            &caller,
+            Event {
+                operation,
+                keyset,
+                outcome: "denied",
+                ..Event::default()
+            },
+        );
         Err(Status::permission_denied(format!(
             "{operation}{target} denied for {caller}: no [[access]] rule grants it"
         )))

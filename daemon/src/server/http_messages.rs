@@ -119,6 +119,7 @@ impl SignerService {
                     detail: detail.as_deref(),
                 },
             )
+            .await
             .map_err(to_status)?;
         result
     }
@@ -223,7 +224,7 @@ fn request_of(r: Option<pb::HttpMessage>, msg: &Message) -> Result<Option<Messag
 
 impl VerifierService {
     /// Verifies an HTTP message signature; an invalid one is a verdict, not an error.
-    pub(crate) fn verify_http(
+    pub(crate) async fn verify_http(
         &self,
         caller: &Caller,
         req: pb::VerifyHttpMessageRequest,
@@ -323,7 +324,7 @@ impl VerifierService {
                 keyset: String::new(),
             },
         };
-        super::verifier::audit(&self.gate, caller, "verify_http_message", &v)?;
+        super::verifier::audit(&self.gate, caller, "verify_http_message", &v).await?;
         Ok(v)
     }
 

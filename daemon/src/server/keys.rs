@@ -75,6 +75,7 @@ impl KeyAdminService {
                     ..Event::default()
                 },
             )
+            .await
             .map_err(to_status)?;
         Ok(Response::new(convert::keyset(&result?)))
     }

@@ -124,7 +124,8 @@ impl SignerService {
                     Some(digest),
                     "ok",
                     None,
-                )?;
+                )
+                .await?;
                 Ok(Response::new(pb::SignedToken {
                     token: signed,
                     kid,
@@ -142,14 +143,15 @@ impl SignerService {
                     None,
                     "error",
                     Some(&code),
-                )?;
+                )
+                .await?;
                 Err(status)
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn audit(
+    async fn audit(
         &self,
         caller: &Caller,
         operation: &str,
@@ -174,6 +176,7 @@ impl SignerService {
                     detail,
                 },
             )
+            .await
             .map_err(to_status)
     }
 }
@@ -296,6 +299,7 @@ impl Signer for SignerService {
         self.gate
             .audit
             .record_all(&caller.to_json(), &events)
+            .await
             .map_err(to_status)?;
         Ok(Response::new(pb::SignJwtBatchResponse { items }))
     }
@@ -520,7 +524,8 @@ impl Signer for SignerService {
             None,
             outcome,
             detail.as_deref(),
-        )?;
+        )
+        .await?;
         let (plaintext, header) = result?;
         Ok(Response::new(pb::DecryptJweResponse {
             plaintext,

@@ -22,13 +22,14 @@ pub fn server_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<rustls::ServerConfig, String> {
-    crate::secret::check_private_file(key)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+    let key_pem = crate::files::read_trusted(key, crate::files::Kind::Secret)
+        .map_err(|e| format!("tls_key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("tls_key {}: {e}", key.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_file_iter(client_ca)
         .map_err(|e| format!("client_ca {}: {e}", client_ca.display()))?

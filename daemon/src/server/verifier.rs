@@ -91,7 +91,7 @@ pub(super) fn parse_jwks(json: &str) -> Result<Value, Status> {
 
 /// Audits a failed verification (valid ones are not logged: they are the
 /// resource server's hot path and carry no decision of Custos's own).
-pub(super) fn audit(
+pub(super) async fn audit(
     gate: &Gate,
     caller: &Caller,
     operation: &str,
@@ -100,18 +100,18 @@ pub(super) fn audit(
     if v.valid {
         return Ok(());
     }
-    gate.audit
-        .record(
-            caller.to_json(),
-            &Event {
-                operation,
-                kid: Some(v.kid.as_str()).filter(|k| !k.is_empty()),
-                outcome: "invalid",
-                detail: Some(&v.reason),
-                ..Event::default()
-            },
-        )
-        .map_err(to_status)
+    gate.audit_failure(
+        caller,
+        &Event {
+            operation,
+            kid: Some(v.kid.as_str()).filter(|k| !k.is_empty()),
+            outcome: "invalid",
+            detail: Some(&v.reason),
+            ..Event::default()
+        },
+    )
+    .await
+    .map_err(to_status)
 }
 
 impl VerifierService {
@@ -260,7 +260,7 @@ impl Verifier for VerifierService {
     ) -> Result<Response<pb::Verdict>, Status> {
         let caller = self.gate.check(&request, "verify", None)?;
         let v = verdict(self.access_token(&caller, request.get_ref())?);
-        audit(&self.gate, &caller, "verify_access_token", &v)?;
+        audit(&self.gate, &caller, "verify_access_token", &v).await?;
         Ok(Response::new(v))
     }
 
@@ -311,7 +311,7 @@ impl Verifier for VerifierService {
             }
         };
         let v = verdict(result);
-        audit(&self.gate, &caller, "verify_jws", &v)?;
+        audit(&self.gate, &caller, "verify_jws", &v).await?;
         Ok(Response::new(v))
     }
 
@@ -344,7 +344,7 @@ impl Verifier for VerifierService {
             Ok(from_jwks(p))
         });
         let v = verdict(result);
-        audit(&self.gate, &caller, "verify_request_object", &v)?;
+        audit(&self.gate, &caller, "verify_request_object", &v).await?;
         Ok(Response::new(v))
     }
 
@@ -359,6 +359,7 @@ impl Verifier for VerifierService {
         };
         let caller = self.gate.check(&request, "verify", keyset.as_deref())?;
         self.verify_http(&caller, request.into_inner())
+            .await
             .map(Response::new)
     }
 
@@ -410,7 +411,7 @@ impl Verifier for VerifierService {
             Ok(from_jwks(p))
         });
         let v = verdict(result);
-        audit(&self.gate, &caller, "verify_client_assertion", &v)?;
+        audit(&self.gate, &caller, "verify_client_assertion", &v).await?;
         Ok(Response::new(v))
     }
 }

@@ -9,9 +9,9 @@
 //! Object handles are found once (at generation or at load after a restart)
 //! and cached, so no request pays for `C_FindObjects`.
 
-pub mod data;
 mod errors;
 mod init;
+mod inventory;
 mod keys;
 mod pool;
 mod sign;
@@ -348,55 +348,6 @@ impl KeyBackend for Pkcs11Backend {
 
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
         let mut s = self.pool.get()?;
-        data::custos_keys(&mut s)
-    }
-}
-
-/// Data objects for the shared manifest (see `keyring/token_store.rs`).
-impl Pkcs11Backend {
-    /// Lists the data objects of `application` as (handle, label).
-    ///
-    /// # Errors
-    /// The device's failure.
-    pub fn list_data(&self, application: &str) -> Result<Vec<data::DataObject>, BackendError> {
-        let mut s = self.pool.get()?;
-        data::list(&mut s, application)
-    }
-
-    /// Reads a data object's value.
-    ///
-    /// # Errors
-    /// The device's failure (`KeyNotFound` when it was removed meanwhile).
-    pub fn read_data(&self, object: &data::DataObject) -> Result<Vec<u8>, BackendError> {
-        let mut s = self.pool.get()?;
-        data::read(&mut s, object.handle)
-    }
-
-    /// Creates a private data object; returns it.
-    ///
-    /// # Errors
-    /// The device's failure.
-    pub fn create_data(
-        &self,
-        application: &str,
-        label: &str,
-        value: Vec<u8>,
-    ) -> Result<data::DataObject, BackendError> {
-        let mut s = self.pool.get()?;
-        let handle = data::create(&mut s, application, label, value)?;
-        Ok(data::DataObject {
-            handle,
-            label: label.into(),
-        })
-    }
-
-    /// Removes a data object (the one atomic test-and-set PKCS#11 offers:
-    /// of several callers destroying the same object, one succeeds).
-    ///
-    /// # Errors
-    /// The device's failure.
-    pub fn destroy_data(&self, object: &data::DataObject) -> Result<(), BackendError> {
-        let mut s = self.pool.get()?;
-        data::destroy(&mut s, object.handle)
+        inventory::custos_keys(&mut s)
     }
 }
