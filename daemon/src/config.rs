@@ -251,6 +251,81 @@ pub struct ServerConfig {
     /// verification unless listed here or granted by a rule.
     #[serde(default = "default_owner_operations")]
     pub owner_operations: Vec<String>,
+    /// PEM CRL files of the client CA: a revoked client certificate is
+    /// refused at the handshake. Reloaded on SIGHUP.
+    #[serde(default)]
+    pub client_crl: Vec<PathBuf>,
+    /// Longest a request may run before it gets DEADLINE_EXCEEDED (`"30s"`).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    /// TLS connections open at once; more wait in the kernel's backlog (1024).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent requests (HTTP/2 streams) per TLS connection (128).
+    #[serde(default = "default_max_streams")]
+    pub max_concurrent_streams: u32,
+    /// A TLS connection that sends nothing for this long is closed (`"5m"`).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    /// A TLS handshake that takes longer is dropped (`"10s"`).
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: String,
+}
+
+fn default_request_timeout() -> String {
+    "30s".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_streams() -> u32 {
+    128
+}
+fn default_idle_timeout() -> String {
+    "5m".into()
+}
+fn default_handshake_timeout() -> String {
+    "10s".into()
+}
+
+impl ServerConfig {
+    /// A `[server]` duration setting, checked (1 s to 1 day).
+    ///
+    /// # Errors
+    /// A message naming the setting.
+    pub fn duration(name: &str, value: &str) -> Result<std::time::Duration, String> {
+        match crate::keyring::policy::parse_duration(value) {
+            Ok(s) if (1..=86_400).contains(&s) => {
+                Ok(std::time::Duration::from_secs(s.unsigned_abs()))
+            }
+            Ok(_) => Err(format!(
+                "[server] {name} {value:?} must be between 1s and 1d"
+            )),
+            Err(e) => Err(format!("[server] {name}: {e}")),
+        }
+    }
+
+    /// With every optional setting at its default (for `--dev`).
+    pub fn defaults(socket: PathBuf, state_dir: PathBuf) -> Self {
+        Self {
+            socket,
+            state_dir,
+            profiles_dir: None,
+            socket_mode: default_socket_mode(),
+            socket_group: None,
+            tcp: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            owner_operations: default_owner_operations(),
+            client_crl: Vec::new(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+            max_concurrent_streams: default_max_streams(),
+            idle_timeout: default_idle_timeout(),
+            handshake_timeout: default_handshake_timeout(),
+        }
+    }
 }
 
 /// Every operation an `[[access]]` rule (or `owner_operations`) can name.
@@ -338,6 +413,10 @@ pub struct TpmConfig {
     /// done in software (instead of the TPM's own PSS/PKCS#1).
     #[serde(default)]
     pub rsa_raw: bool,
+    /// How long one TPM command may take before its call is abandoned
+    /// (`"10s"`; overrides the profile).
+    #[serde(default)]
+    pub call_timeout: Option<String>,
 }
 
 /// `kind = "pkcs11"`.
@@ -364,6 +443,24 @@ pub struct Pkcs11Config {
     pub initialize_args: Option<String>,
     /// Where the user PIN comes from: `env:NAME` or `file:PATH`.
     pub pin: String,
+    /// How long one device call may take before its call is abandoned
+    /// (`"10s"`; overrides the profile's `[sessions] call_timeout_ms`).
+    #[serde(default)]
+    pub call_timeout: Option<String>,
+}
+
+/// A backend's `call_timeout` in milliseconds, checked (1 s to 10 min).
+///
+/// # Errors
+/// A message naming the backend.
+pub fn call_timeout_ms(backend: &str, value: &str) -> Result<u64, String> {
+    match crate::keyring::policy::parse_duration(value) {
+        Ok(s) if (1..=600).contains(&s) => Ok(s.unsigned_abs() * 1000),
+        Ok(_) => Err(format!(
+            "[backends.{backend}] call_timeout {value:?} must be between 1s and 10m"
+        )),
+        Err(e) => Err(format!("[backends.{backend}] call_timeout: {e}")),
+    }
 }
 
 impl Config {
@@ -443,6 +540,19 @@ impl Config {
             check_operations(&format!("[[access]] {:?}", rule.name), &rule.operations)?;
         }
         check_operations("[server] owner_operations", &config.server.owner_operations)?;
+        for (name, value) in [
+            ("request_timeout", &config.server.request_timeout),
+            ("idle_timeout", &config.server.idle_timeout),
+            ("handshake_timeout", &config.server.handshake_timeout),
+        ] {
+            ServerConfig::duration(name, value)?;
+        }
+        if config.server.max_connections == 0 || config.server.max_concurrent_streams == 0 {
+            return Err(
+                "[server] max_connections and max_concurrent_streams must be at least 1".into(),
+            );
+        }
+        config.audit.write_timeout()?;
         config.keyring.limits()?;
         for d in [&config.keyring.refresh, &config.keyring.schedule_tick] {
             match crate::keyring::policy::parse_duration(d) {

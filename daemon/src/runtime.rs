@@ -70,18 +70,14 @@ fn harden_process() {
 fn dev_config() -> Config {
     Config {
         server: ServerConfig {
-            socket: PathBuf::from("custos-dev.sock"),
-            state_dir: PathBuf::from("custos-dev"),
-            profiles_dir: None,
             socket_mode: "0660".into(),
-            socket_group: None,
-            tcp: None,
-            tls_cert: None,
-            tls_key: None,
-            client_ca: None,
             // --dev is for trying Custos out: the user who started it may do
             // everything, as an explicit rule would grant.
             owner_operations: crate::config::OPERATIONS.map(String::from).to_vec(),
+            ..ServerConfig::defaults(
+                PathBuf::from("custos-dev.sock"),
+                PathBuf::from("custos-dev"),
+            )
         },
         backends: BTreeMap::new(),
         verify: Default::default(),
@@ -110,8 +106,12 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
             for (name, b) in &config.backends {
                 match b {
                     BackendConfig::Pkcs11(p) => {
-                        let profile =
+                        let mut profile =
                             HsmProfile::load(&p.profile, config.server.profiles_dir.as_deref())?;
+                        if let Some(t) = &p.call_timeout {
+                            profile.sessions.call_timeout_ms =
+                                crate::config::call_timeout_ms(name, t)?;
+                        }
                         let pin = Secret::from_source(&p.pin)
                             .map_err(|e| format!("backend {name}: {e}"))?;
                         let backend = Arc::new(
@@ -156,10 +156,13 @@ fn open_tpm(
     t: &crate::config::TpmConfig,
     config: &Config,
 ) -> Result<Arc<dyn KeyBackend>, String> {
-    let profile = crate::backend::profile::TpmProfile::load(
+    let mut profile = crate::backend::profile::TpmProfile::load(
         &t.profile,
         config.server.profiles_dir.as_deref(),
     )?;
+    if let Some(timeout) = &t.call_timeout {
+        profile.call_timeout_ms = crate::config::call_timeout_ms(name, timeout)?;
+    }
     let secret = |s: &Option<String>| {
         s.as_deref()
             .map(Secret::from_source)
@@ -281,6 +284,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// Reads the TLS files again on every SIGHUP (a new CRL, a renewed certificate).
+fn spawn_reload_on_hangup(tls: Arc<crate::server::tls::Tls>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; TLS files are not reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let t = tls.clone();
+            match tokio::task::spawn_blocking(move || t.reload()).await {
+                Ok(Ok(())) => {
+                    tracing::info!("SIGHUP: TLS certificate, key, client CA and CRLs reloaded")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous settings stay")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload task failed"),
+            }
+        }
+    });
+}
+
 /// Runs the rotation schedule and the refresh from a shared store.
 fn spawn_background(
     keyring: Arc<Keyring>,
@@ -336,11 +362,17 @@ pub async fn run(mode: Mode) -> Result<(), String> {
             ) else {
                 return Err("[server] tcp needs tls_cert, tls_key and client_ca".into());
             };
-            let tls_config = crate::server::tls::server_config(cert, key, ca)?;
+            let files = crate::server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: ca.clone(),
+                client_crl: config.server.client_crl.clone(),
+            };
+            let tls = Arc::new(crate::server::tls::Tls::new(files, &config.server)?);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            Some((listener, tls_config))
+            Some((listener, tls))
         }
         None => None,
     };
@@ -359,7 +391,12 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         interval(&config.keyring.refresh)?,
         interval(&config.keyring.schedule_tick)?,
     );
+    if let Some((_, tls)) = &tls {
+        spawn_reload_on_hangup(tls.clone());
+    }
     let options = ServeOptions {
+        request_timeout: ServerConfig::duration("request_timeout", &config.server.request_timeout)?,
+        max_concurrent_streams: config.server.max_concurrent_streams,
         verify: config.verify,
         access: config.access.clone(),
         owner_operations: config.server.owner_operations.clone(),

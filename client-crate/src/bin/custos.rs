@@ -565,6 +565,7 @@ fn keyset_json(ks: &proto::Keyset) -> serde_json::Value {
         "alg": ks.alg,
         "purposes": ks.purposes,
         "backend": ks.backend,
+        "backend_problem": (!ks.backend_problem.is_empty()).then_some(&ks.backend_problem),
         "profile": ks.profile,
         "created_at": ks.created_at,
         "issuer": ks.issuer,
@@ -737,7 +738,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("keyset   {}", ks.name);
                 println!("alg      {}", ks.alg);
                 println!("profile  {}", ks.profile);
-                println!("backend  {}", ks.backend);
+                if ks.backend_problem.is_empty() {
+                    println!("backend  {} (answering)", ks.backend);
+                } else {
+                    println!(
+                        "backend  {} NOT ANSWERING: {}",
+                        ks.backend, ks.backend_problem
+                    );
+                }
                 println!("purposes {}", ks.purposes.join(", "));
                 if let Some(p) = &ks.policy {
                     let period = if p.rotation_period == 0 {

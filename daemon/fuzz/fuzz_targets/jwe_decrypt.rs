@@ -25,6 +25,7 @@ fn key() -> &'static ActiveKey {
             max_token_lifetime: 3600,
             purposes: vec![custos_daemon::keyring::keyset::Purpose::RequestObjectDecryption],
             key_ref,
+            guard: custos_daemon::backend::guard::DeviceGuard::new("fuzz", backend.clone()),
             backend,
         };
         (dir, key)

@@ -8,6 +8,7 @@
 //! Calls block on the device: callers on the async runtime run them with
 //! `tokio::task::spawn_blocking`.
 
+pub mod guard;
 pub mod padding;
 pub mod pkcs11;
 pub mod profile;
@@ -230,6 +231,17 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// blocking thread. Network and USB HSMs and TPMs say no.
     fn inline_calls(&self) -> bool {
         false
+    }
+
+    /// Asks the device something cheap, for health checks.
+    fn probe(&self) -> Result<(), BackendError> {
+        self.list_keys().map(|_| ())
+    }
+
+    /// How long one call may take before the request is answered
+    /// UNAVAILABLE and the call is left to finish on its own thread.
+    fn call_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(profile::default_call_timeout())
     }
 
     /// Every Custos key on the device (label `custos:*`), to find orphans:

@@ -76,6 +76,9 @@ pub struct TpmProfile {
     /// is flushed and reloaded from its blob when needed).
     #[serde(default = "default_loaded")]
     pub max_loaded_keys: usize,
+    /// How long one TPM command may take before its call is abandoned (milliseconds).
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_ms: u64,
 }
 
 fn default_loaded() -> usize {
@@ -232,6 +235,16 @@ pub struct SessionSettings {
     /// work (never for network or USB HSMs, whose calls wait on I/O).
     #[serde(default)]
     pub inline_calls: bool,
+    /// How long one device call may take before the request gets
+    /// UNAVAILABLE and the call is abandoned to its thread (milliseconds).
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_ms: u64,
+}
+
+/// Ten seconds: far above any healthy HSM call, short enough that callers
+/// see an outage instead of hanging.
+pub(crate) fn default_call_timeout() -> u64 {
+    10_000
 }
 
 fn default_pool() -> usize {
@@ -247,6 +260,7 @@ impl Default for SessionSettings {
             pool_size: default_pool(),
             wait_ms: default_wait(),
             inline_calls: false,
+            call_timeout_ms: default_call_timeout(),
         }
     }
 }

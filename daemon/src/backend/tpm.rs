@@ -533,6 +533,22 @@ impl KeyBackend for TpmBackend {
         *self.lock() = Conn::default();
     }
 
+    fn probe(&self) -> Result<(), BackendError> {
+        self.with_tpm(|_, conn| {
+            let ctx = conn
+                .ctx
+                .as_mut()
+                .ok_or_else(|| BackendError::Unavailable("the TPM is not connected".into()))?;
+            ctx.get_random(8)
+                .map(|_| ())
+                .map_err(tpm_err("probing the TPM"))
+        })
+    }
+
+    fn call_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.profile.call_timeout_ms)
+    }
+
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| BackendError::Internal(format!("listing TPM key blobs: {e}")))?;

@@ -198,6 +198,7 @@ mod tests {
             kid: kid.clone(),
             alg: Algorithm::ES256,
             profile: Profile::Fapi2,
+            guard: crate::backend::guard::DeviceGuard::new("dev", backend.clone()),
             issuer: None,
             max_token_lifetime: 3600,
             purposes: vec![crate::keyring::keyset::Purpose::Generic],

@@ -22,6 +22,7 @@ pub mod schedule;
 pub mod store;
 
 use crate::alg::Algorithm;
+use crate::backend::guard::DeviceGuard;
 use crate::backend::{KeyBackend, KeyRef, PublicKey};
 use crate::error::{Error, Result};
 use crate::jose::jwk;
@@ -84,6 +85,8 @@ pub struct ActiveKey {
     pub key_ref: KeyRef,
     /// The backend holding it.
     pub backend: Arc<dyn KeyBackend>,
+    /// The watch on that backend (deadlines, threads held).
+    pub guard: Arc<DeviceGuard>,
 }
 
 impl ActiveKey {
@@ -120,6 +123,7 @@ impl ActiveKey {
 pub struct Keyring {
     store: Box<dyn ManifestStore>,
     backends: BTreeMap<String, Arc<dyn KeyBackend>>,
+    guards: BTreeMap<String, Arc<DeviceGuard>>,
     snapshot: RwLock<Arc<Manifest>>,
     writer: Mutex<()>,
     orphans: Mutex<Vec<(String, KeyRef)>>,
@@ -177,9 +181,14 @@ impl Keyring {
         backends: BTreeMap<String, Arc<dyn KeyBackend>>,
     ) -> Result<Self> {
         let m = store.load()?;
+        let guards = backends
+            .iter()
+            .map(|(n, b)| (n.clone(), DeviceGuard::new(n, b.clone())))
+            .collect();
         let ring = Self {
             store,
             backends,
+            guards,
             snapshot: RwLock::new(Arc::new(Manifest::default())),
             writer: Mutex::new(()),
             orphans: Mutex::new(Vec::new()),
@@ -538,6 +547,11 @@ impl Keyring {
     /// A backend by name.
     pub fn backend(&self, name: &str) -> Option<Arc<dyn KeyBackend>> {
         self.backends.get(name).cloned()
+    }
+
+    /// The watch on every backend, by name.
+    pub fn guards(&self) -> &BTreeMap<String, Arc<DeviceGuard>> {
+        &self.guards
     }
 
     fn backend_of(&self, name: &str) -> Result<Arc<dyn KeyBackend>> {
@@ -970,6 +984,11 @@ impl Keyring {
             max_token_lifetime: ks.max_token_lifetime,
             purposes: ks.purposes.clone(),
             key_ref: v.key_ref.clone(),
+            guard: self
+                .guards
+                .get(&ks.backend)
+                .cloned()
+                .unwrap_or_else(|| DeviceGuard::new(&ks.backend, backend.clone())),
             backend,
         })
     }

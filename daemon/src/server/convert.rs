@@ -16,6 +16,7 @@ pub(crate) fn keyset(ks: &Keyset) -> pb::Keyset {
         issuer: ks.issuer.clone().unwrap_or_default(),
         max_token_lifetime: ks.max_token_lifetime,
         published: ks.published(),
+        backend_problem: String::new(),
         policy: Some(pb::Policy {
             rotation_period: ks.policy.rotation_period.unwrap_or(0),
             publish_ahead: ks.policy.publish_ahead,

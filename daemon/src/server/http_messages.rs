@@ -191,8 +191,8 @@ impl SignerService {
             base::signature_base(&covered, &msg, request.as_ref(), &line).map_err(bad)?;
         let kid = key.kid.clone();
         let to_sign = signature_base.clone().into_bytes();
-        let inline = key.backend.inline_calls();
-        let signature = device(inline, move || match alg {
+        let guard = key.guard.clone();
+        let signature = device(&guard, move || match alg {
             HttpAlg::RsaPssSha512 => key.sign_rsa_pss_sha512(&to_sign),
             HttpAlg::EcdsaP256Sha256 | HttpAlg::Ed25519 => key.sign(&to_sign),
         })

@@ -28,6 +28,19 @@ fn invalid(m: String) -> Status {
 }
 
 impl KeyAdminService {
+    /// A keyset as the API shows it, with its backend's health.
+    fn shown(&self, ks: &Keyset) -> pb::Keyset {
+        pb::Keyset {
+            backend_problem: self
+                .keyring
+                .guards()
+                .get(&ks.backend)
+                .and_then(|g| g.problem())
+                .unwrap_or_default(),
+            ..convert::keyset(ks)
+        }
+    }
+
     /// A state change of one version (activate, retire, disable): checked,
     /// run and audited like every admin change.
     async fn version_change(
@@ -77,7 +90,7 @@ impl KeyAdminService {
             )
             .await
             .map_err(to_status)?;
-        Ok(Response::new(convert::keyset(&result?)))
+        Ok(Response::new(self.shown(&result?)))
     }
 }
 
@@ -127,7 +140,7 @@ impl KeyAdmin for KeyAdminService {
                 .keysets
                 .values()
                 .filter(|ks| self.gate.may(&caller, "jwks", Some(&ks.name)))
-                .map(convert::keyset)
+                .map(|ks| self.shown(ks))
                 .collect(),
         }))
     }
@@ -142,7 +155,7 @@ impl KeyAdmin for KeyAdminService {
             .keyring
             .keyset(&request.get_ref().name)
             .map_err(to_status)?;
-        Ok(Response::new(convert::keyset(&ks)))
+        Ok(Response::new(self.shown(&ks)))
     }
 
     async fn get_jwks(

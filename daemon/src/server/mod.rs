@@ -8,6 +8,7 @@
 
 mod caller;
 mod convert;
+mod health;
 mod http_messages;
 mod keys;
 mod signer;
@@ -39,8 +40,12 @@ pub struct ServeOptions {
     pub limits: LimitsConfig,
     /// The audit log.
     pub audit: Arc<Auditor>,
-    /// The optional mutual-TLS TCP listener and its rustls config.
-    pub tls: Option<(TcpListener, rustls::ServerConfig)>,
+    /// The optional mutual-TLS TCP listener and its settings.
+    pub tls: Option<(TcpListener, Arc<tls::Tls>)>,
+    /// Longest a request may run (DEADLINE_EXCEEDED after).
+    pub request_timeout: std::time::Duration,
+    /// Concurrent requests per connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// Serves every Custos service, health and reflection on `listener` (and the
@@ -76,6 +81,15 @@ pub async fn serve(
     health_reporter
         .set_serving::<VerifierServer<verifier::VerifierService>>()
         .await;
+    for name in keyring.guards().keys() {
+        health_reporter
+            .set_service_status(
+                health::backend_service(name),
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
+    }
+    let health_task = health::spawn(keyring.clone(), health_reporter.clone());
     let router = || -> Result<tonic::transport::server::Router, String> {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
@@ -83,6 +97,8 @@ pub async fn serve(
             .build_v1()
             .map_err(|e| format!("building reflection: {e}"))?;
         Ok(tonic::transport::Server::builder()
+            .timeout(options.request_timeout)
+            .max_concurrent_streams(options.max_concurrent_streams)
             .add_service(health.clone())
             .add_service(reflection)
             .add_service(
@@ -135,6 +151,7 @@ pub async fn serve(
         }
     };
     let (_, unix_result, tcp_result) = tokio::join!(signal, unix, tcp);
+    health_task.abort();
     unix_result.map_err(|e| format!("gRPC server (Unix socket) failed: {e}"))?;
     tcp_result.map_err(|e| format!("gRPC server (TLS) failed: {e}"))
 }

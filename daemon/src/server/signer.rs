@@ -97,8 +97,8 @@ impl SignerService {
             };
             let token = build(&key, &ctx).map_err(to_status)?;
             let kid = key.kid.clone();
-            let inline = key.backend.inline_calls();
-            let (signed, digest) = device(inline, move || {
+            let guard = key.guard.clone();
+            let (signed, digest) = device(&guard, move || {
                 let jws = jws::sign_jwt(&key, token.typ.as_deref(), token.claims)?;
                 let digest = jws::signing_input_sha256(&jws);
                 match encrypt_to {
@@ -251,8 +251,8 @@ impl Signer for SignerService {
             })
             .collect();
         // One trip to the blocking pool for the whole batch.
-        let inline = key.backend.inline_calls();
-        let results: Vec<Result<String, Error>> = device(inline, move || {
+        let guard = key.guard.clone();
+        let results: Vec<Result<String, Error>> = device(&guard, move || {
             Ok(tokens
                 .into_iter()
                 .map(|t| t.and_then(|t| jws::sign_jwt(&key, t.typ.as_deref(), t.claims)))
@@ -509,8 +509,8 @@ impl Signer for SignerService {
             .map_err(to_status)?;
         let kid = key.kid.clone();
         let jwe_text = req.jwe;
-        let inline = key.backend.inline_calls();
-        let result = device(inline, move || jwe::decrypt(&key, &jwe_text)).await;
+        let guard = key.guard.clone();
+        let result = device(&guard, move || jwe::decrypt(&key, &jwe_text)).await;
         let (outcome, detail) = match &result {
             Ok(_) => ("ok", None),
             Err(s) => ("error", Some(format!("{:?}", s.code()))),

@@ -1,6 +1,9 @@
 //! The one mapping from the domain [`Error`] to a gRPC [`Status`].
 
+use crate::backend::guard::DeviceGuard;
 use crate::error::Error;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use tonic::Status;
 
 /// Converts a domain error into the gRPC status a caller acts on.
@@ -19,18 +22,72 @@ pub(crate) fn to_status(e: Error) -> Status {
     }
 }
 
-/// Runs device work for a key: on the request's own task when the backend
-/// is an in-process software token (`[sessions] inline_calls`: no thread
-/// hand-off, which on a small machine costs more than the signature), else
-/// on the blocking pool.
+/// Runs device work for a key under its backend's watch: on the request's
+/// own task when the backend is an in-process software token (`[sessions]
+/// inline_calls`: no thread hand-off, which on a small machine costs more
+/// than the signature) and a slot is free, else on a blocking thread with the
+/// backend's deadline. Past the deadline the caller gets UNAVAILABLE naming
+/// the backend and the call keeps its thread until the device answers; a
+/// backend whose threads are all held that way is refused at once.
 pub(crate) async fn device<T: Send + 'static>(
-    inline: bool,
+    guard: &Arc<DeviceGuard>,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Status> {
-    if inline {
-        f().map_err(to_status)
-    } else {
-        blocking(f).await
+    if let Some(_slot) = guard.inline_slot() {
+        return f().map_err(to_status);
+    }
+    let Some(slot) = guard.thread_slot() else {
+        return Err(Status::unavailable(format!(
+            "backend {:?} is not answering: all {} of its device threads wait on calls past their \
+             deadline; other backends are unaffected; retry later",
+            guard.name,
+            crate::backend::guard::MAX_THREADS
+        )));
+    };
+    const RUNNING: u8 = 0;
+    const DONE: u8 = 1;
+    const OVERDUE: u8 = 2;
+    let state = Arc::new(AtomicU8::new(RUNNING));
+    let mut handle = tokio::task::spawn_blocking({
+        let state = state.clone();
+        let guard = guard.clone();
+        move || {
+            let r = f();
+            drop(slot);
+            if state.swap(DONE, Ordering::AcqRel) == OVERDUE {
+                guard.overdue_returned();
+            }
+            r
+        }
+    });
+    match tokio::time::timeout(guard.timeout, &mut handle).await {
+        Ok(joined) => joined_status(joined),
+        Err(_) => {
+            guard.mark_overdue();
+            if state
+                .compare_exchange(RUNNING, OVERDUE, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // It finished just now after all.
+                guard.overdue_returned();
+                return joined_status(handle.await);
+            }
+            tracing::error!(backend = %guard.name, timeout_ms = guard.timeout.as_millis() as u64,
+                "device call past its deadline; the request gets UNAVAILABLE");
+            Err(Status::unavailable(format!(
+                "backend {:?} did not answer within {} ms; the call was abandoned (other backends \
+                 are unaffected); retry later",
+                guard.name,
+                guard.timeout.as_millis()
+            )))
+        }
+    }
+}
+
+fn joined_status<T>(joined: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Status> {
+    match joined {
+        Ok(r) => r.map_err(to_status),
+        Err(e) => Err(Status::internal(format!("device task failed: {e}"))),
     }
 }
 

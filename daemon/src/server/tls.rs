@@ -1,48 +1,137 @@
 //! The optional TCP listener with mutual TLS (rustls): a client without a
-//! certificate, or with one not issued by `client_ca` (or expired), never
-//! reaches a service. Handshakes run concurrently so a slow client cannot
-//! hold up the others.
+//! certificate, with one not issued by `client_ca`, expired, or revoked by
+//! a `client_crl`, never reaches a service.
+//!
+//! Limits, all from `[server]`: at most `max_connections` connections at
+//! once (more wait in the kernel's backlog), handshakes that take longer
+//! than `handshake_timeout` are dropped (they run concurrently, so a slow
+//! client cannot hold up the others), and a connection that sends nothing
+//! for `idle_timeout` is closed. The certificate, key, CA and CRLs are read
+//! again on SIGHUP ([`Tls::reload`]); a bad reload keeps the old settings.
 
+use crate::config::ServerConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use std::path::Path;
-use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+
+/// The files the TLS settings are built from.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Our certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Our private key (PEM, a secret file).
+    pub key: PathBuf,
+    /// CA certificates that issue client certificates (PEM).
+    pub client_ca: PathBuf,
+    /// CRLs of that CA (PEM), possibly none.
+    pub client_crl: Vec<PathBuf>,
+}
+
+/// The listener's settings: the rustls config (replaced on reload) and the limits.
+#[derive(Debug)]
+pub struct Tls {
+    files: TlsFiles,
+    config: RwLock<Arc<rustls::ServerConfig>>,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Tls {
+    /// Reads the files and the limits of `server`.
+    ///
+    /// # Errors
+    /// A message naming the file or setting at fault.
+    pub fn new(files: TlsFiles, server: &ServerConfig) -> Result<Self, String> {
+        let config = server_config(&files)?;
+        Ok(Self {
+            files,
+            config: RwLock::new(Arc::new(config)),
+            max_connections: server.max_connections,
+            handshake_timeout: ServerConfig::duration(
+                "handshake_timeout",
+                &server.handshake_timeout,
+            )?,
+            idle_timeout: ServerConfig::duration("idle_timeout", &server.idle_timeout)?,
+        })
+    }
+
+    /// Reads the certificate, key, CA and CRLs again; new connections use
+    /// them. On error the old settings stay.
+    ///
+    /// # Errors
+    /// A message naming the file at fault.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = server_config(&self.files)?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(
+            self.config
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what} {}: {e}", path.display()))
+}
 
 /// Builds the rustls server config: our certificate, client certificates
-/// required and verified against `client_ca`, HTTP/2 only.
+/// required, verified against `client_ca` and checked against the CRLs,
+/// HTTP/2 only.
 ///
 /// # Errors
 /// A message naming the file at fault.
-pub fn server_config(
-    cert: &Path,
-    key: &Path,
-    client_ca: &Path,
-) -> Result<rustls::ServerConfig, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
-    let key_pem = crate::files::read_trusted(key, crate::files::Kind::Secret)
+pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+    let certs = pem_certs(&files.cert, "tls_cert")?;
+    let key_pem = crate::files::read_trusted(&files.key, crate::files::Kind::Secret)
         .map_err(|e| format!("tls_key: {e}"))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+        .map_err(|e| format!("tls_key {}: {e}", files.key.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(client_ca)
-        .map_err(|e| format!("client_ca {}: {e}", client_ca.display()))?
-    {
-        let ca = ca.map_err(|e| format!("client_ca {}: {e}", client_ca.display()))?;
+    for ca in pem_certs(&files.client_ca, "client_ca")? {
         roots
             .add(ca)
-            .map_err(|e| format!("client_ca {}: {e}", client_ca.display()))?;
+            .map_err(|e| format!("client_ca {}: {e}", files.client_ca.display()))?;
+    }
+    let mut crls = Vec::new();
+    for path in &files.client_crl {
+        let found: Vec<CertificateRevocationListDer<'static>> =
+            CertificateRevocationListDer::pem_file_iter(path)
+                .map_err(|e| format!("client_crl {}: {e}", path.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("client_crl {}: {e}", path.display()))?;
+        if found.is_empty() {
+            return Err(format!(
+                "client_crl {}: no PEM \"X509 CRL\" block in the file",
+                path.display()
+            ));
+        }
+        crls.extend(found);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
         .build()
-        .map_err(|e| format!("client_ca {}: {e}", client_ca.display()))?;
+        .map_err(|e| format!("client_ca/client_crl: {e}"))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
@@ -53,17 +142,83 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Accepts TCP connections and completes TLS handshakes, yielding the
-/// established streams; failed handshakes are logged and dropped.
+/// An established TLS connection: holds its place among `max_connections`
+/// and is closed after `idle_timeout` without a byte from the client.
+pub struct Conn {
+    inner: TlsStream<TcpStream>,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    let deadline = tokio::time::Instant::now() + self.idle_timeout;
+                    self.idle.as_mut().reset(deadline);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "idle TLS connection closed ([server] idle_timeout)",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+use std::future::Future;
+
+/// Accepts TCP connections (at most `max_connections` at once) and
+/// completes TLS handshakes, yielding the established connections; failed
+/// and slow handshakes are logged and dropped.
 pub fn incoming(
     listener: TcpListener,
-    config: rustls::ServerConfig,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    tls: Arc<Tls>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Conn, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let places = Arc::new(tokio::sync::Semaphore::new(tls.max_connections));
     tokio::spawn(async move {
         loop {
+            let Ok(place) = places.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -71,18 +226,24 @@ pub fn incoming(
                     continue;
                 }
             };
-            let acceptor = acceptor.clone();
+            let acceptor = tls.acceptor();
             let tx = tx.clone();
+            let (handshake_timeout, idle_timeout) = (tls.handshake_timeout, tls.idle_timeout);
             tokio::spawn(async move {
-                let handshake =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
-                        .await;
-                match handshake {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let conn = Conn {
+                            inner: stream,
+                            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+                            idle_timeout,
+                            _place: place,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                    Err(_) => {
+                        tracing::warn!(%peer, "TLS handshake timed out ([server] handshake_timeout)")
+                    }
                 }
             });
         }

@@ -346,6 +346,16 @@ impl KeyBackend for Pkcs11Backend {
         self.pool.drain();
     }
 
+    fn probe(&self) -> Result<(), BackendError> {
+        let mut s = self.pool.get()?;
+        s.run("probing the token", |session| session.get_session_info())
+            .map(|_| ())
+    }
+
+    fn call_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.profile.sessions.call_timeout_ms)
+    }
+
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
         let mut s = self.pool.get()?;
         inventory::custos_keys(&mut s)

@@ -1,0 +1,146 @@
+//! The watch kept on one backend, so a stuck device stops only its own
+//! keysets: how many threads its calls hold (bounded), how many calls ran
+//! past their deadline and have not come back yet, and what the last health
+//! probe said. The async side (`server/status.rs`) runs each call on a
+//! blocking thread under this watch and stops waiting at the deadline.
+
+use super::KeyBackend;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Threads one backend's calls may hold at once: past this, calls are
+/// refused at once instead of queueing behind a device that does not answer.
+pub const MAX_THREADS: usize = 16;
+
+/// The watch on one backend.
+#[derive(Debug)]
+pub struct DeviceGuard {
+    /// The backend's name in the config.
+    pub name: String,
+    /// The backend itself.
+    pub backend: Arc<dyn KeyBackend>,
+    /// The deadline of one call.
+    pub timeout: Duration,
+    busy: AtomicUsize,
+    inline_busy: AtomicUsize,
+    inline_max: usize,
+    overdue: AtomicUsize,
+    probe_ok: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A thread slot of one backend, given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    guard: Arc<DeviceGuard>,
+    inline: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let counter = if self.inline {
+            &self.guard.inline_busy
+        } else {
+            &self.guard.busy
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl DeviceGuard {
+    /// A watch on `backend` named `name`.
+    pub fn new(name: &str, backend: Arc<dyn KeyBackend>) -> Arc<Self> {
+        // Inline calls run on the async workers: leave at least one worker
+        // free for everything else (verification, health) if a device hangs.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let inline_max = if backend.inline_calls() {
+            workers.saturating_sub(1)
+        } else {
+            0
+        };
+        Arc::new(Self {
+            name: name.to_string(),
+            timeout: backend.call_timeout(),
+            backend,
+            busy: AtomicUsize::new(0),
+            inline_busy: AtomicUsize::new(0),
+            inline_max,
+            overdue: AtomicUsize::new(0),
+            probe_ok: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    fn take(self: &Arc<Self>, counter: &AtomicUsize, max: usize, inline: bool) -> Option<Slot> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot {
+                guard: self.clone(),
+                inline,
+            })
+    }
+
+    /// A slot to run a call on the request's own task (in-process software
+    /// tokens only, never all the async workers, never while a call is overdue).
+    pub fn inline_slot(self: &Arc<Self>) -> Option<Slot> {
+        if self.inline_max == 0 || self.overdue() > 0 {
+            return None;
+        }
+        self.take(&self.inline_busy, self.inline_max, true)
+    }
+
+    /// A blocking-thread slot, or `None` when every slot is held (by calls
+    /// the device has not answered).
+    pub fn thread_slot(self: &Arc<Self>) -> Option<Slot> {
+        self.take(&self.busy, MAX_THREADS, false)
+    }
+
+    /// A call passed its deadline (it keeps its thread until the device answers).
+    pub fn mark_overdue(&self) {
+        self.overdue.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An overdue call came back: its sessions are not trusted again (they
+    /// are closed and opened afresh).
+    pub fn overdue_returned(&self) {
+        self.overdue.fetch_sub(1, Ordering::AcqRel);
+        self.backend.release_sessions();
+        tracing::warn!(backend = %self.name, "a device call answered after its deadline; its sessions were closed");
+    }
+
+    /// Calls past their deadline that have not come back.
+    pub fn overdue(&self) -> usize {
+        self.overdue.load(Ordering::Acquire)
+    }
+
+    /// Records a health probe's outcome.
+    pub fn probed(&self, outcome: Result<(), String>) {
+        self.probe_ok.store(outcome.is_ok(), Ordering::Release);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = outcome.err();
+    }
+
+    /// `None` when the backend answers; else why not, for health and `keyset show`.
+    pub fn problem(&self) -> Option<String> {
+        let overdue = self.overdue();
+        if overdue > 0 {
+            return Some(format!(
+                "{overdue} call(s) did not answer within {} ms",
+                self.timeout.as_millis()
+            ));
+        }
+        if !self.probe_ok.load(Ordering::Acquire) {
+            return Some(
+                self.last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "the health probe failed".into()),
+            );
+        }
+        None
+    }
+}

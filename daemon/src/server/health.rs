@@ -1,0 +1,66 @@
+//! Health beyond "the process answers": one `grpc.health.v1` service name
+//! per backend (`custos.backend.NAME`: NOT_SERVING while its device does
+//! not answer its probe or a call is past its deadline) and per quarantined
+//! keyset (`custos.keyset.NAME`: NOT_SERVING while the manifest's record of
+//! it does not match the device). Updated every two seconds.
+
+use super::status::device;
+use crate::error::Error;
+use crate::keyring::Keyring;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+/// How often backends are probed and the statuses updated.
+const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The health name of backend `name`.
+pub(crate) fn backend_service(name: &str) -> String {
+    format!("custos.backend.{name}")
+}
+
+/// Probes backends and publishes per-backend and per-keyset health until aborted.
+pub(crate) fn spawn(
+    keyring: Arc<Keyring>,
+    reporter: HealthReporter,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut quarantined: BTreeSet<String> = BTreeSet::new();
+        let mut timer = tokio::time::interval(EVERY);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            timer.tick().await;
+            for (name, guard) in keyring.guards() {
+                // A call past its deadline says enough; do not add a stuck probe.
+                if guard.overdue() == 0 {
+                    let backend = guard.backend.clone();
+                    let outcome = device(guard, move || backend.probe().map_err(Error::from)).await;
+                    guard.probed(outcome.map_err(|s| s.message().to_string()));
+                }
+                let status = match guard.problem() {
+                    None => ServingStatus::Serving,
+                    Some(why) => {
+                        tracing::warn!(backend = %name, problem = %why, "backend not serving");
+                        ServingStatus::NotServing
+                    }
+                };
+                reporter
+                    .set_service_status(backend_service(name), status)
+                    .await;
+            }
+            let now: BTreeSet<String> = keyring.quarantined().into_keys().collect();
+            for name in now.difference(&quarantined) {
+                reporter
+                    .set_service_status(format!("custos.keyset.{name}"), ServingStatus::NotServing)
+                    .await;
+            }
+            for name in quarantined.difference(&now) {
+                reporter
+                    .set_service_status(format!("custos.keyset.{name}"), ServingStatus::Serving)
+                    .await;
+            }
+            quarantined = now;
+        }
+    })
+}
