@@ -87,22 +87,34 @@ pub fn take_from_environment(names: &[String]) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.clone(), Secret::new(value));
-        if let Ok(c_name) = std::ffi::CString::new(name.as_str()) {
-            // SAFETY: no other thread runs yet (the caller's contract), so
-            // nothing reads or changes the environment meanwhile. `getenv`
-            // returns a pointer to the value's bytes inside the environment
-            // block, NUL-terminated and writable; it is overwritten within
-            // its own length before the variable is removed.
-            #[allow(unsafe_code)]
-            unsafe {
-                let p = nix::libc::getenv(c_name.as_ptr());
-                if !p.is_null() {
-                    let len = nix::libc::strlen(p);
-                    std::ptr::write_bytes(p, 0, len);
+        let Ok(c_name) = std::ffi::CString::new(name.as_str()) else {
+            std::env::remove_var(name);
+            continue;
+        };
+        // SAFETY: no other thread runs yet (the caller's contract), so
+        // nothing reads or changes the environment meanwhile. `getenv`
+        // returns a pointer to the value inside its writable, NUL-terminated
+        // `NAME=VALUE` entry; the variable is removed from the environment
+        // first, then its entry's bytes (the name and `=` before the pointer
+        // only when they are there) are overwritten in place, within the
+        // entry's own length. The memory stays valid: the C library does not
+        // free environment strings on unsetenv.
+        #[allow(unsafe_code)]
+        unsafe {
+            let value = nix::libc::getenv(c_name.as_ptr());
+            std::env::remove_var(name);
+            if !value.is_null() {
+                let len = nix::libc::strlen(value);
+                let prefix = name.len() + 1;
+                let entry = value.cast::<u8>().wrapping_sub(prefix);
+                let named = std::slice::from_raw_parts(entry, prefix);
+                if named.strip_suffix(b"=") == Some(name.as_bytes()) {
+                    std::ptr::write_bytes(entry, 0, prefix + len);
+                } else {
+                    std::ptr::write_bytes(value, 0, len);
                 }
             }
         }
-        std::env::remove_var(name);
     }
 }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod jwe;
+pub mod pki;
 pub mod sign;
 pub mod tokens;
 pub mod verify;
@@ -447,7 +448,8 @@ pub struct Swtpm {
     ctrl: u16,
 }
 
-fn free_port() -> u16 {
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -498,6 +500,16 @@ impl Swtpm {
     }
 
     /// The TCTI string for custosd.
+    /// Sends `signal` (`STOP`, `CONT`) to swtpm.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("swtpm running");
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{signal}");
+    }
+
     pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
@@ -578,6 +590,17 @@ impl P11KitServer {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server and its per-connection
+    /// children: `STOP` makes a network HSM that stops answering.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("p11-kit-server running");
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{signal}");
+    }
+
     /// Kills the server and every per-connection child: the HSM is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -608,6 +631,17 @@ pub async fn every_jwks(c: &Client) -> serde_json::Value {
         }
     }
     serde_json::json!({ "keys": keys })
+}
+
+/// The `grpc.health.v1` status of `service` (1 SERVING, 2 NOT_SERVING).
+pub async fn health(c: &Client, service: &str) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(c.channel())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
 }
 
 /// A keyset request on the default backend.

@@ -2,7 +2,8 @@
 //! log, secrets and limits.
 
 use custos_client::{Client, KeysetSpec};
-use custos_e2e::{as_uid, bin, shared_dir, Daemon, DaemonConfig, Hsm};
+use custos_e2e::pki::{tls_client, uri, Pki};
+use custos_e2e::{as_uid, bin, free_port, shared_dir, Daemon, DaemonConfig, Hsm};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -240,80 +241,6 @@ async fn another_uid_is_refused_until_a_policy_grants_it_and_only_what_it_grants
 
 fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-struct Pki {
-    dir: PathBuf,
-    ca: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
-}
-
-impl Pki {
-    fn new(dir: &Path, name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let ca = params.self_signed(&ca_key).expect("ca");
-        let dir = dir.join(name);
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-        Self { dir, ca, ca_key }
-    }
-
-    /// Issues a leaf; returns (cert path, key path).
-    fn issue(&self, name: &str, sans: Vec<rcgen::SanType>, expired: bool) -> (PathBuf, PathBuf) {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.subject_alt_names = sans;
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params
-            .signed_by(&key, &self.ca, &self.ca_key)
-            .expect("sign");
-        let (c, k) = (
-            self.dir.join(format!("{name}.pem")),
-            self.dir.join(format!("{name}.key")),
-        );
-        std::fs::write(&c, cert.pem()).expect("write");
-        std::fs::write(&k, key.serialize_pem()).expect("write");
-        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        (c, k)
-    }
-}
-
-fn uri(s: &str) -> rcgen::SanType {
-    rcgen::SanType::URI(rcgen::Ia5String::try_from(s).expect("ia5"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-async fn tls_client(
-    url: &str,
-    cert: &Path,
-    key: &Path,
-    ca: &Path,
-) -> Result<Client, custos_client::Error> {
-    Client::connect_tls(
-        url,
-        &std::fs::read(cert).expect("cert"),
-        &std::fs::read(key).expect("key"),
-        &std::fs::read(ca).expect("ca"),
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
