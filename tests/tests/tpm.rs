@@ -252,3 +252,88 @@ async fn daemon_and_tpm_restarts_are_survived() {
     assert_eq!(e.status().expect("status").code(), tonic::Code::Unavailable);
     assert!(e.status().expect("status").message().contains("TPM"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_tpm_gets_unavailable_at_its_deadline_and_recovers_on_its_own() {
+    let hsm = Hsm::new();
+    let tpm = Swtpm::start();
+    let mut cfg = config(&tpm, false);
+    cfg.extra_toml.push_str("call_timeout = \"2s\"\n");
+    let d = Daemon::start_with(&hsm, cfg).await;
+    let c = d.client().await;
+    c.create_keyset(spec("tpm-es", "ES256", &["generic"]))
+        .await
+        .expect("create on the TPM");
+    c.create_keyset(KeysetSpec {
+        backend: Some("hsm".into()),
+        ..spec("hsm-es", "ES256", &["generic"])
+    })
+    .await
+    .expect("create on the token");
+    c.sign_jwt("tpm-es", "generic", None, "{}")
+        .await
+        .expect("the TPM signs");
+
+    tpm.signal("STOP");
+    let start = std::time::Instant::now();
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.sign_jwt("tpm-es", "generic", None, "{}"),
+    )
+    .await
+    .expect("answered at the deadline, not left hanging")
+    .expect_err("a stopped TPM cannot sign");
+    assert_eq!(
+        e.status().map(tonic::Status::code),
+        Some(tonic::Code::Unavailable),
+        "{e}"
+    );
+    assert!(e.to_string().contains("\"tpm\""), "names the backend: {e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(6));
+    // The other backend is not held up by the TPM's lock or threads.
+    for _ in 0..5 {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            c.sign_jwt("hsm-es", "generic", None, "{}"),
+        )
+        .await
+        .expect("the token answers at once")
+        .expect("the token signs");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while custos_e2e::health(&c, "custos.backend.tpm").await != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TPM health never NOT_SERVING"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    tpm.signal("CONT");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            c.sign_jwt("tpm-es", "generic", None, "{}"),
+        )
+        .await;
+        if matches!(r, Ok(Ok(_))) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {r:?}\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while custos_e2e::health(&c, "custos.backend.tpm").await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TPM health never SERVING again:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -539,7 +539,8 @@ impl KeyBackend for TpmBackend {
                 .ctx
                 .as_mut()
                 .ok_or_else(|| BackendError::Unavailable("the TPM is not connected".into()))?;
-            ctx.get_random(8)
+            // GetRandom takes no authorization session.
+            ctx.execute_without_session(|ctx| ctx.get_random(8))
                 .map(|_| ())
                 .map_err(tpm_err("probing the TPM"))
         })
