@@ -147,4 +147,61 @@ mod tests {
         let ks = keyset(Policy::default());
         assert!(next(&ks).is_none());
     }
+
+    /// Property: whatever the durations (even unchecked ones from a hostile
+    /// manifest) and whatever the time, a retired key is never due to expire
+    /// before its retention has run, and a pending key is never promoted
+    /// before its publish-ahead time: the sums saturate, never wrap.
+    #[test]
+    fn no_duration_or_time_makes_a_transition_due_early() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let pick = |rng: &mut rand::rngs::StdRng| -> i64 {
+            match rng.gen_range(0..4) {
+                0 => rng.gen_range(0..=1_000),
+                1 => rng.gen_range(0..=super::super::policy::MAX_DURATION),
+                2 => i64::MAX - rng.gen_range(0..=1_000),
+                _ => rng.gen_range(0..=i64::MAX),
+            }
+        };
+        let mut expiries = 0;
+        for _ in 0..20_000 {
+            let t0 = rng.gen_range(0..=crate::numeric_date::MAX_TIME);
+            let policy = Policy {
+                rotation_period: Some(pick(&mut rng).max(1)),
+                publish_ahead: pick(&mut rng),
+                retain_for: pick(&mut rng),
+                auto_destroy: true,
+            };
+            let mut ks = keyset(policy);
+            ks.versions.clear();
+            ks.add_version(version("a"), true, t0, "test");
+            ks.add_version(version("b"), true, t0, "test");
+            ks.add_version(version("c"), false, t0, "test");
+            for (at, what) in all(&ks) {
+                match what {
+                    Due::Expire(_) => {
+                        expiries += 1;
+                        assert!(
+                            at >= t0 && (policy.retain_for == 0 || at > t0),
+                            "expire at {at} < retired at {t0} + {}",
+                            policy.retain_for
+                        )
+                    }
+                    Due::Promote(_) => assert!(at >= t0, "promote at {at} before {t0}"),
+                    Due::Rotate => {}
+                }
+            }
+            if policy.retain_for > 0 {
+                assert!(
+                    !due(&ks, t0).iter().any(|d| matches!(d, Due::Expire(_))),
+                    "{policy:?} at {t0}"
+                );
+            }
+        }
+        assert!(
+            expiries >= 20_000,
+            "every case has a retired version: {expiries}"
+        );
+    }
 }
