@@ -314,6 +314,7 @@ fn spawn_background(
     tick: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let running: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         let mut refresh_timer = tokio::time::interval(refresh);
         let mut tick_timer = tokio::time::interval(tick);
         refresh_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -324,23 +325,58 @@ fn spawn_background(
                 _ = tick_timer.tick() => true,
             };
             let k = keyring.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                k.refresh()?;
-                if schedule {
-                    k.tick(crate::keyring::now())?;
-                }
-                Ok::<_, crate::error::Error>(())
-            })
-            .await;
-            match outcome {
-                Ok(Ok(())) => {}
+            match tokio::task::spawn_blocking(move || k.refresh()).await {
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "keyring background work failed; retrying next tick")
+                    tracing::warn!(error = %e, "keyring refresh failed; retrying next tick")
                 }
-                Err(e) => tracing::error!(error = %e, "keyring background task panicked"),
+                Err(e) => tracing::error!(error = %e, "keyring refresh task panicked"),
+            }
+            if schedule {
+                run_schedule(&keyring, &running).await;
             }
         }
     })
+}
+
+/// One schedule tick: each keyset on its own blocking thread, waited for up
+/// to three of its backend's call deadlines. A keyset whose device hangs is
+/// left to finish on its own (one thread per keyset at most, skipped while
+/// its backend has a call past its deadline); the others go on.
+async fn run_schedule(
+    keyring: &Arc<Keyring>,
+    running: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+) {
+    let at = crate::keyring::now();
+    let names: Vec<String> = keyring.snapshot().keysets.keys().cloned().collect();
+    for name in names {
+        let Some(guard) = keyring.guard_of(&name) else {
+            continue;
+        };
+        if guard.overdue() > 0 {
+            continue;
+        }
+        if !running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone())
+        {
+            continue;
+        }
+        let (k, r, n) = (keyring.clone(), running.clone(), name.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let out = k.tick_named(&n, at);
+            r.lock().unwrap_or_else(|p| p.into_inner()).remove(&n);
+            out
+        });
+        let wait = guard.timeout.saturating_mul(3);
+        match tokio::time::timeout(wait, task).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(keyset = %name, error = %e, "schedule task panicked"),
+            Err(_) => tracing::warn!(keyset = %name, backend = %guard.name,
+                "the schedule of this keyset waits on its device; the other keysets go on"),
+        }
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.

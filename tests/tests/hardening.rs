@@ -179,7 +179,7 @@ async fn a_stuck_network_hsm_stops_only_its_own_keysets_and_recovers_without_a_r
     let mut cfg = server.daemon_config();
     cfg.server_toml = format!("profiles_dir = \"{}\"\n", profiles.display());
     cfg.extra_toml = format!(
-        "call_timeout = \"2s\"\n\n[backends.local]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{}\"\n{}\npin = \"env:CUSTOS_LOCAL_PIN\"\n",
+        "call_timeout = \"2s\"\n\n[backends.local]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{}\"\n{}\npin = \"env:CUSTOS_LOCAL_PIN\"\n\n[keyring]\nmin_rotation_period = \"1s\"\nschedule_tick = \"1s\"\n",
         local.module, local.selector
     );
     cfg.env
@@ -206,6 +206,17 @@ async fn a_stuck_network_hsm_stops_only_its_own_keysets_and_recovers_without_a_r
         .expect("local signs");
     let local_jwks = c.jwks(Some("local-ks")).await.expect("jwks");
     wait_health(&c, "custos.backend.hsm", SERVING, Duration::from_secs(10)).await;
+    // Both keysets rotate every few seconds by schedule.
+    for name in ["remote-ks", "local-ks"] {
+        c.set_policy(proto::SetPolicyRequest {
+            name: name.into(),
+            rotation_period: Some("3s".into()),
+            publish_ahead: Some("1s".into()),
+            ..proto::SetPolicyRequest::default()
+        })
+        .await
+        .expect("policy");
+    }
 
     // The network HSM stops answering.
     server.signal("STOP");
@@ -260,6 +271,18 @@ async fn a_stuck_network_hsm_stops_only_its_own_keysets_and_recovers_without_a_r
     )
     .await;
     assert_eq!(health(&c, "custos.backend.local").await, SERVING);
+    // The schedule of the other backend's keysets goes on.
+    let versions = |ks: &proto::Keyset| ks.versions.len();
+    let before = versions(&c.get_keyset("local-ks").await.expect("show"));
+    let start = Instant::now();
+    while versions(&c.get_keyset("local-ks").await.expect("show")) < before + 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the local keyset's schedule stopped with the remote HSM:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let shown = c
         .get_keyset("remote-ks")
         .await

@@ -488,13 +488,9 @@ impl Keyring {
                 "keyring changed in the store; reloaded"
             );
         }
-        // Quarantined keysets are screened again (a device that was away may be back).
-        if quarantined {
-            self.device_keys
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
-        }
+        // Quarantined keysets are screened again: a device that was away may
+        // be back (what a device answered is remembered; a key id's public key
+        // never changes, so only unanswered ones are asked again).
         self.install(m);
         Ok(true)
     }
@@ -855,21 +851,7 @@ impl Keyring {
             match self.tick_keyset(ks, at) {
                 Ok(n) => done += n,
                 Err(e) => {
-                    tracing::error!(keyset = %ks.name, error = %e,
-                        "scheduled transition failed; retrying at the next tick");
-                    if let Some(a) = self.audit.get() {
-                        let detail = e.to_string();
-                        let _ = a.record_blocking(
-                            serde_json::json!({"schedule": true}),
-                            &crate::audit::Event {
-                                operation: "scheduled_transition",
-                                keyset: Some(&ks.name),
-                                outcome: "error",
-                                detail: Some(&detail),
-                                ..crate::audit::Event::default()
-                            },
-                        );
-                    }
+                    self.schedule_failed(&ks.name, &e);
                     first_error.get_or_insert(e);
                 }
             }
@@ -878,6 +860,42 @@ impl Keyring {
             Some(e) if done == 0 => Err(e),
             _ => Ok(done),
         }
+    }
+
+    /// Runs the scheduled transitions of keyset `name` due at `at` (the
+    /// background loop runs each keyset on its own thread, so a device that
+    /// hangs holds up only its own keysets' schedule). Blocking.
+    ///
+    /// # Errors
+    /// `NotFound`, or the transition's failure (logged and audited as in [`Keyring::tick`]).
+    pub fn tick_named(&self, name: &str, at: i64) -> Result<usize> {
+        let ks = self.keyset(name)?;
+        self.tick_keyset(&ks, at)
+            .inspect_err(|e| self.schedule_failed(name, e))
+    }
+
+    /// Logs and audits a failed scheduled transition (retried at the next tick).
+    fn schedule_failed(&self, keyset: &str, e: &Error) {
+        tracing::error!(keyset, error = %e, "scheduled transition failed; retrying at the next tick");
+        if let Some(a) = self.audit.get() {
+            let detail = e.to_string();
+            let _ = a.record_blocking(
+                serde_json::json!({"schedule": true}),
+                &crate::audit::Event {
+                    operation: "scheduled_transition",
+                    keyset: Some(keyset),
+                    outcome: "error",
+                    detail: Some(&detail),
+                    ..crate::audit::Event::default()
+                },
+            );
+        }
+    }
+
+    /// The watch on the backend of keyset `name`, if it is served.
+    pub fn guard_of(&self, name: &str) -> Option<Arc<DeviceGuard>> {
+        let snap = self.snapshot();
+        self.guards.get(&snap.keysets.get(name)?.backend).cloned()
     }
 
     /// The scheduled transitions of one keyset due at `at`.
