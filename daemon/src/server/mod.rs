@@ -91,16 +91,25 @@ pub async fn serve(
     }
     let health_task = health::spawn(keyring.clone(), health_reporter.clone());
     let router = || -> Result<tonic::transport::server::Router, String> {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection in both versions: v1, and v1alpha for the clients that
+        // still speak only it (Python's grpc_reflection, older grpcurl).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| format!("building reflection: {e}"))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| format!("building reflection: {e}"))?;
         Ok(tonic::transport::Server::builder()
             .timeout(options.request_timeout)
             .max_concurrent_streams(options.max_concurrent_streams)
             .add_service(health.clone())
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(
                 KeyAdminServer::new(keys::KeyAdminService {
                     keyring: keyring.clone(),
