@@ -1,9 +1,11 @@
 //! Other languages' stock gRPC stacks talk to a real custosd over its Unix
 //! socket: Python's grpcio with the README's snippet (the authority named,
-//! reflection v1alpha, descriptors from reflection, no generated code).
+//! reflection v1alpha, descriptors from reflection, no generated code), and
+//! Node's @grpc/grpc-js (reflection v1, protos loaded at run time).
 //!
-//! `tests/run` makes the Python environment (`target/pyenv`, from PyPI);
-//! `CUSTOS_PYTHON` names its interpreter.
+//! `tests/run` makes the Python environment (`target/pyenv`, from PyPI;
+//! `CUSTOS_PYTHON` names its interpreter) and `tests/clients/node/node_modules`
+//! (`npm ci`).
 
 use custos_client::KeysetSpec;
 use custos_e2e::verify::verify_with_jwks;
@@ -21,8 +23,9 @@ fn python() -> String {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_grpcio_lists_services_by_reflection_and_signs_an_id_token() {
+/// Runs `program` against a fresh daemon with an ID-token keyset and checks
+/// the token it prints with an independent verifier.
+async fn signs_an_id_token(program: &str, args: &[&str]) {
     let hsm = Hsm::new();
     let d = Daemon::start(&hsm).await;
     let c = d.client().await;
@@ -32,19 +35,40 @@ async fn stock_grpcio_lists_services_by_reflection_and_signs_an_id_token() {
     })
     .await
     .expect("create");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/grpcio_stock.py");
-    let out = Command::new(python())
-        .arg(script)
+    let out = Command::new(program)
+        .args(&args[..1])
         .arg(&d.socket)
         .arg("as-id")
+        .args(&args[1..])
         .output()
-        .expect("python runs");
+        .expect("the client program runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "grpcio script failed: {stderr}");
+    assert!(out.status.success(), "{program} failed: {stderr}");
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let jwks: serde_json::Value =
         serde_json::from_str(&c.jwks(Some("as-id")).await.expect("jwks")).expect("json");
     let verified = verify_with_jwks(&token, &jwks).expect("an independent verifier accepts it");
     assert_eq!(verified.claims["iss"], "https://as.bank");
     assert_eq!(verified.claims["sub"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_grpcio_lists_services_by_reflection_and_signs_an_id_token() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/grpcio_stock.py");
+    signs_an_id_token(&python(), &[script]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_grpc_js_lists_services_by_reflection_and_signs_an_id_token() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/node");
+    assert!(
+        std::path::Path::new(dir).join("node_modules").exists(),
+        "run `npm ci` in tests/clients/node (tests/run does)"
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/node/grpc_js_stock.mjs"
+    );
+    let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+    signs_an_id_token("node", &[script, protos]).await;
 }
