@@ -4,7 +4,7 @@
 //! keyset (`custos.keyset.NAME`: NOT_SERVING while the manifest's record of
 //! it does not match the device). Updated every two seconds.
 
-use super::status::device;
+use super::status::on_thread;
 use crate::error::Error;
 use crate::keyring::Keyring;
 use std::collections::BTreeSet;
@@ -35,7 +35,10 @@ pub(crate) fn spawn(
                 // A call past its deadline says enough; do not add a stuck probe.
                 if guard.overdue() == 0 {
                     let backend = guard.backend.clone();
-                    let outcome = device(guard, move || backend.probe().map_err(Error::from)).await;
+                    // On a thread even for inline backends: a probe waiting for a
+                    // free session must not hold an async worker.
+                    let outcome =
+                        on_thread(guard, move || backend.probe().map_err(Error::from)).await;
                     guard.probed(outcome.map_err(|s| s.message().to_string()));
                 }
                 let status = match guard.problem() {

@@ -36,6 +36,15 @@ pub(crate) async fn device<T: Send + 'static>(
     if let Some(_slot) = guard.inline_slot() {
         return f().map_err(to_status);
     }
+    on_thread(guard, f).await
+}
+
+/// Runs device work on a blocking thread under its backend's watch, with
+/// the backend's deadline (see [`device`]); never inline.
+pub(crate) async fn on_thread<T: Send + 'static>(
+    guard: &Arc<DeviceGuard>,
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
     let Some(slot) = guard.thread_slot() else {
         return Err(Status::unavailable(format!(
             "backend {:?} is not answering: all {} of its device threads wait on calls past their \
