@@ -1,0 +1,85 @@
+"""The client against a real custosd; signatures checked with `cryptography`."""
+
+import base64
+import json
+import time
+
+import grpc
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from custos import CustosError
+
+ISSUER = "https://as.bank"
+
+
+def b64d(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def verify_es256(jws: str, jwks: dict) -> dict:
+    """An independent ES256 check against a JWK Set; returns the claims."""
+    head, payload, sig = jws.split(".")
+    header = json.loads(b64d(head))
+    assert header["alg"] == "ES256"
+    jwk = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+    public = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(b64d(jwk["x"]), "big"), int.from_bytes(b64d(jwk["y"]), "big"), ec.SECP256R1()
+    ).public_key()
+    raw = b64d(sig)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    public.verify(der, f"{head}.{payload}".encode(), ec.ECDSA(hashes.SHA256()))
+    return json.loads(b64d(payload))
+
+
+def test_id_token_is_signed_in_the_hsm_and_verifies_independently(daemon):
+    daemon.create_keyset("as-id", "ES256", ["id_token"], issuer=ISSUER)
+    exp = int(time.time()) + 300
+    signed = daemon.sign_id_token("as-id", {"sub": "alice", "aud": "client-1", "exp": exp}, code="abc")
+    claims = verify_es256(signed.token, daemon.jwks(keyset="as-id"))
+    assert claims["iss"] == ISSUER and claims["sub"] == "alice" and "c_hash" in claims
+    assert signed.kid == json.loads(b64d(signed.token.split(".")[0]))["kid"]
+
+
+def test_generic_jwt_and_batch_verify_and_a_tampered_token_is_a_verdict(daemon):
+    daemon.create_keyset("gen", "ES256", ["generic"])
+    signed = daemon.sign_jwt("gen", {"hello": "world"})
+    jwks = daemon.jwks(keyset="gen")
+    assert verify_es256(signed.jws, jwks)["hello"] == "world"
+    assert daemon.verify_jws(signed.jws, keyset="gen").valid
+    assert daemon.verify_jws(signed.jws, jwks=jwks).valid
+    head, payload, sig = signed.jws.split(".")
+    forged = ".".join([head, base64.urlsafe_b64encode(b'{"hello":"mallory"}').rstrip(b"=").decode(), sig])
+    verdict = daemon.verify_jws(forged, keyset="gen")
+    assert not verdict.valid and verdict.reason
+    with pytest.raises(InvalidSignature):
+        verify_es256(forged, jwks)
+    items = daemon.sign_jwt_batch("gen", [{"i": 1}, {"i": 2}])
+    assert [verify_es256(i.signed.jws, jwks)["i"] for i in items] == [1, 2]
+
+
+def test_errors_keep_the_status_and_the_daemons_message(daemon):
+    with pytest.raises(CustosError) as e:
+        daemon.sign_jwt("nope", {})
+    assert e.value.code == grpc.StatusCode.NOT_FOUND and "nope" in e.value.message
+    daemon.create_keyset("as-id", "ES256", ["id_token"], issuer=ISSUER)
+    with pytest.raises(CustosError) as e:
+        daemon.sign_jwt("as-id", {}, purpose="id_token")
+    assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(CustosError) as e:
+        daemon.sign_id_token("as-id", "[1, 2]")
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_key_administration_round_trip(daemon):
+    ks = daemon.create_keyset("gen", "ES256", ["generic"])
+    first = ks.versions[0].kid
+    rotated = daemon.rotate("gen", now=True)
+    assert rotated.versions[-1].kid != first
+    assert [k.name for k in daemon.list_keysets()] == ["gen"]
+    policy = daemon.set_policy("gen", rotation_period="90d")
+    assert policy.policy.rotation_period == 90 * 86400
+    assert daemon.get_keyset("gen").name == "gen"
