@@ -83,3 +83,44 @@ def test_key_administration_round_trip(daemon):
     policy = daemon.set_policy("gen", rotation_period="90d")
     assert policy.policy.rotation_period == 90 * 86400
     assert daemon.get_keyset("gen").name == "gen"
+
+
+def test_fapi_tokens_sign_and_verify(daemon):
+    daemon.create_keyset("as-jarm", "ES256", ["jarm"], issuer=ISSUER)
+    daemon.create_keyset("as-at", "ES256", ["access_token"], issuer=ISSUER)
+    daemon.create_keyset("as-intro", "ES256", ["introspection"], issuer=ISSUER)
+    daemon.create_keyset("client-1-ca", "ES256", ["client_assertion"])
+    daemon.create_keyset("client-1-ro", "ES256", ["request_object"])
+    exp = int(time.time()) + 300
+
+    jarm = daemon.sign_jarm_response("as-jarm", "client-1", {"code": "c-1", "state": "s-1"})
+    claims = verify_es256(jarm.token, daemon.jwks(keyset="as-jarm"))
+    assert (claims["iss"], claims["aud"], claims["code"]) == (ISSUER, "client-1", "c-1")
+
+    at = daemon.sign_access_token(
+        "as-at", {"sub": "alice", "aud": "https://rs.bank", "client_id": "client-1", "exp": exp}
+    )
+    assert verify_es256(at.token, daemon.jwks(keyset="as-at"))["client_id"] == "client-1"
+    verdict = daemon.verify_access_token(at.token, issuer=ISSUER, allow_bearer=True)
+    assert verdict.valid and verdict.keyset == "as-at", verdict
+
+    intro = daemon.sign_introspection_response("as-intro", "client-1", {"active": True, "sub": "alice"})
+    claims = verify_es256(intro.token, daemon.jwks(keyset="as-intro"))
+    assert claims["token_introspection"]["active"] is True
+
+    ca = daemon.sign_client_assertion("client-1-ca", "client-1", "https://as.bank/token")
+    ca_jwks = daemon.jwks(keyset="client-1-ca")
+    assert verify_es256(ca.token, ca_jwks)["sub"] == "client-1"
+    check = dict(jwks=ca_jwks, client_id="client-1", audiences=["https://as.bank/token"])
+    assert daemon.verify_client_assertion(ca.token, **check).valid
+    replayed = daemon.verify_client_assertion(ca.token, **check)
+    assert not replayed.valid and replayed.reason, "a client assertion is accepted once"
+
+    ro = daemon.sign_request_object(
+        "client-1-ro",
+        {"iss": "client-1", "client_id": "client-1", "aud": ISSUER, "response_type": "code",
+         "redirect_uri": "https://client/cb", "scope": "openid"},
+    )
+    ro_jwks = daemon.jwks(keyset="client-1-ro")
+    assert verify_es256(ro.token, ro_jwks)["scope"] == "openid"
+    assert daemon.verify_request_object(ro.token, ro_jwks, "client-1", ISSUER).valid
