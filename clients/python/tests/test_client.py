@@ -124,3 +124,50 @@ def test_fapi_tokens_sign_and_verify(daemon):
     ro_jwks = daemon.jwks(keyset="client-1-ro")
     assert verify_es256(ro.token, ro_jwks)["scope"] == "openid"
     assert daemon.verify_request_object(ro.token, ro_jwks, "client-1", ISSUER).valid
+
+
+def test_http_message_signature_round_trip_and_jwe_decryption(daemon):
+    from custos.v1 import http_pb2
+
+    daemon.create_keyset("rs-http", "ES256", ["http_message"])
+    message = http_pb2.HttpMessage(
+        method="POST",
+        target_uri="https://rs.bank/payments",
+        fields=[http_pb2.HttpField(name="authorization", value="DPoP abc"),
+                http_pb2.HttpField(name="content-type", value="application/json")],
+        body=b'{"amount": 1}',
+    )
+    signed = daemon.sign_http_message("rs-http", message=message)
+    assert signed.signature.startswith("sig1=") and signed.content_digest.startswith("sha-256=")
+    sent = http_pb2.HttpMessage()
+    sent.CopyFrom(message)
+    sent.fields.extend([
+        http_pb2.HttpField(name="content-digest", value=signed.content_digest),
+        http_pb2.HttpField(name="signature-input", value=signed.signature_input),
+        http_pb2.HttpField(name="signature", value=signed.signature),
+    ])
+    assert daemon.verify_http_message(message=sent, keyset="rs-http").valid
+    sent.body = b'{"amount": 1000}'
+    verdict = daemon.verify_http_message(message=sent, keyset="rs-http")
+    assert not verdict.valid and verdict.reason
+
+    # A request object encrypted to the AS (RSA-OAEP-256, A256GCM), decrypted in the HSM.
+    import os
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    daemon.create_keyset("as-enc", "RSA-OAEP-256", ["request_object_decryption"], issuer=ISSUER)
+    jwk = daemon.jwks(keyset="as-enc")["keys"][0]
+    public = rsa.RSAPublicNumbers(
+        int.from_bytes(b64d(jwk["e"]), "big"), int.from_bytes(b64d(jwk["n"]), "big")
+    ).public_key()
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    header = b64(json.dumps({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": jwk["kid"]}).encode())
+    cek, iv = os.urandom(32), os.urandom(12)
+    wrapped = public.encrypt(
+        cek, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    )
+    sealed = AESGCM(cek).encrypt(iv, b"inner request object", header.encode())
+    jwe = ".".join([header, b64(wrapped), b64(iv), b64(sealed[:-16]), b64(sealed[-16:])])
+    out = daemon.decrypt_jwe("as-enc", jwe)
+    assert out.plaintext == b"inner request object" and out.kid == jwk["kid"]
