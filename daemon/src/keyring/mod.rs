@@ -527,12 +527,21 @@ impl Keyring {
     /// # Errors
     /// `NotFound` naming the keyset.
     pub fn keyset(&self, name: &str) -> Result<Keyset> {
-        self.refuse_quarantined(name)?;
         self.snapshot()
             .keysets
             .get(name)
             .cloned()
-            .ok_or_else(|| not_found(name))
+            .ok_or_else(|| self.missing(name))
+    }
+
+    /// Why keyset `name` is not served: quarantined (and why), or unknown.
+    /// Quarantined keysets are never in the served snapshot, so a lookup
+    /// asks this only when it missed (the signing path takes no extra lock).
+    fn missing(&self, name: &str) -> Error {
+        match self.refuse_quarantined(name) {
+            Err(e) => e,
+            Ok(()) => not_found(name),
+        }
     }
 
     /// The backend names, for messages and tools.
@@ -980,9 +989,8 @@ impl Keyring {
     /// `NotFound` for an unknown keyset; `FailedPrecondition` when the purpose
     /// is not the keyset's or it has no active key.
     pub fn active_key(&self, name: &str, purpose: Purpose) -> Result<ActiveKey> {
-        self.refuse_quarantined(name)?;
         let snap = self.snapshot();
-        let ks = snap.keysets.get(name).ok_or_else(|| not_found(name))?;
+        let ks = snap.keysets.get(name).ok_or_else(|| self.missing(name))?;
         if !ks.purposes.contains(&purpose) {
             let allowed: Vec<_> = ks.purposes.iter().map(|p| p.as_str()).collect();
             return Err(Error::FailedPrecondition(format!(

@@ -259,17 +259,32 @@ impl Gate {
         caller: &Caller,
         event: &Event<'_>,
     ) -> crate::error::Result<()> {
+        if !self.failure_line_allowed(caller) {
+            return Ok(());
+        }
+        self.audit.record(caller.to_json(), event).await
+    }
+
+    /// Queues a denial's line (the call is refused whether or not it is
+    /// written), within the failure-line limit.
+    fn deny_line(&self, caller: &Caller, event: Event<'_>) {
+        if self.failure_line_allowed(caller) {
+            self.audit.record_nowait(caller.to_json(), &event);
+        }
+    }
+
+    /// Whether `caller` may have another failure line written now; when
+    /// lines were held back since the last one, their count is queued first.
+    fn failure_line_allowed(&self, caller: &Caller) -> bool {
         let rate = self.limits.failure_lines_per_second;
-        let suppressed = if rate == 0 {
-            0
-        } else {
-            match self
-                .failure_lines
-                .take(caller.key(), rate, rate.saturating_mul(5))
-            {
-                Ok(n) => n,
-                Err(()) => return Ok(()),
-            }
+        if rate == 0 {
+            return true;
+        }
+        let Ok(suppressed) = self
+            .failure_lines
+            .take(caller.key(), rate, rate.saturating_mul(5))
+        else {
+            return false;
         };
         if suppressed > 0 {
             let detail = format!(
@@ -285,39 +300,7 @@ impl Gate {
                 },
             );
         }
-        self.audit.record(caller.to_json(), event).await
-    }
-
-    /// Queues a denial's line (the call is refused whether or not it is
-    /// written), within the failure-line limit.
-    fn deny_line(&self, caller: &Caller, event: Event<'_>) {
-        let rate = self.limits.failure_lines_per_second;
-        if rate == 0 {
-            self.audit.record_nowait(caller.to_json(), &event);
-            return;
-        }
-        match self
-            .failure_lines
-            .take(caller.key(), rate, rate.saturating_mul(5))
-        {
-            Ok(0) => self.audit.record_nowait(caller.to_json(), &event),
-            Ok(n) => {
-                let detail = format!(
-                    "{n} failure lines of this caller were not written ([limits] failure_lines_per_second = {rate})"
-                );
-                self.audit.record_nowait(
-                    caller.to_json(),
-                    &Event {
-                        operation: "audit_suppressed",
-                        outcome: "error",
-                        detail: Some(&detail),
-                        ..Event::default()
-                    },
-                );
-                self.audit.record_nowait(caller.to_json(), &event);
-            }
-            Err(()) => {}
-        }
+        true
     }
 
     /// Identifies the caller of `req`, applies the rate limit, and checks it

@@ -27,6 +27,7 @@ pub(crate) fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut quarantined: BTreeSet<String> = BTreeSet::new();
+        let mut failing: BTreeSet<String> = BTreeSet::new();
         let mut timer = tokio::time::interval(EVERY);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -41,12 +42,21 @@ pub(crate) fn spawn(
                         on_thread(guard, move || backend.probe().map_err(Error::from)).await;
                     guard.probed(outcome.map_err(|s| s.message().to_string()));
                 }
-                let status = match guard.problem() {
-                    None => ServingStatus::Serving,
-                    Some(why) => {
+                let problem = guard.problem();
+                // Logged when it changes, not every round.
+                match &problem {
+                    Some(why) if failing.insert(name.clone()) => {
                         tracing::warn!(backend = %name, problem = %why, "backend not serving");
-                        ServingStatus::NotServing
                     }
+                    None if failing.remove(name) => {
+                        tracing::info!(backend = %name, "backend serving again");
+                    }
+                    _ => {}
+                }
+                let status = if problem.is_none() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
                 };
                 reporter
                     .set_service_status(backend_service(name), status)
