@@ -171,3 +171,10 @@ def test_http_message_signature_round_trip_and_jwe_decryption(daemon):
     jwe = ".".join([header, b64(wrapped), b64(iv), b64(sealed[:-16]), b64(sealed[-16:])])
     out = daemon.decrypt_jwe("as-enc", jwe)
     assert out.plaintext == b"inner request object" and out.kid == jwk["kid"]
+
+
+def test_tcp_with_mutual_tls_identifies_the_caller_by_certificate(tls_daemon):
+    tls_daemon.create_keyset("as-id", "ES256", ["id_token"], issuer=ISSUER)
+    exp = int(time.time()) + 300
+    signed = tls_daemon.sign_id_token("as-id", {"sub": "alice", "aud": "client-1", "exp": exp})
+    assert verify_es256(signed.token, tls_daemon.jwks(keyset="as-id"))["sub"] == "alice"
