@@ -312,6 +312,19 @@ impl Client {
             .into_inner())
     }
 
+    /// Signs a caller-built JWS signing input (`header.payload`) for an
+    /// authorization server with external signing; returns the raw signature.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` naming the header or claim rule broken;
+    /// `FAILED_PRECONDITION` for a purpose signed only by its typed RPC.
+    pub async fn sign_jws_input(
+        &self,
+        req: proto::SignJwsInputRequest,
+    ) -> Result<proto::SignJwsInputResponse, Error> {
+        Ok(self.signer.clone().sign_jws_input(req).await?.into_inner())
+    }
+
     /// Signs an RFC 9068 access token, optionally certificate- or DPoP-bound.
     ///
     /// # Errors

@@ -747,3 +747,208 @@ async fn ciba_requests_and_push_mode_id_tokens() {
     );
     assert_eq!(v.claims["at_hash"], oidc_hash("PS256", "at-123"));
 }
+
+/// `BASE64URL(header).BASE64URL(claims)`, as an external-signing AS builds it.
+fn signing_input(header: &Value, claims: &Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    )
+}
+
+/// SignJwsInput signs what an external-signing authorization server built,
+/// and only what passes the purpose's rules: each refusal names its rule, the
+/// signature verifies independently once appended, and every call is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_built_jws_inputs_are_signed_only_when_they_follow_the_purposes_rules() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let hsm = Hsm::new();
+    let audit = hsm.dir.path().join("audit.jsonl");
+    let d = Daemon::start_with(
+        &hsm,
+        custos_e2e::DaemonConfig {
+            extra_toml: format!("\n[audit]\nfile = \"{}\"\n", audit.display()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = d.client().await;
+    let issuer = "https://as.bank";
+    let ks = c
+        .create_keyset(custos_client::KeysetSpec {
+            issuer: Some(issuer.into()),
+            max_token_lifetime: Some(600),
+            ..spec("as-sign", "ES256", &["id_token", "jarm", "introspection"])
+        })
+        .await
+        .expect("create");
+    let kid = ks.versions[0].kid.clone();
+    c.create_keyset(spec("gen", "ES256", &["generic"]))
+        .await
+        .expect("create generic");
+    let gen_kid = c.get_keyset("gen").await.expect("get").versions[0]
+        .kid
+        .clone();
+    c.create_keyset(spec("client-1-ca", "ES256", &["client_assertion"]))
+        .await
+        .expect("create client keyset");
+    let t = now();
+    let header = json!({"alg": "ES256", "kid": kid});
+    let id = json!({"iss": issuer, "sub": "alice", "aud": "client-1", "iat": t, "exp": t + 300,
+                    "nonce": "n-1", "c_hash": "abc"});
+    let sign = |keyset: &str, purpose: &str, input: String| {
+        c.sign_jws_input(proto::SignJwsInputRequest {
+            keyset: keyset.into(),
+            purpose: purpose.into(),
+            signing_input: input,
+        })
+    };
+
+    // Accepted: the signature, appended, verifies with the published key.
+    let input = signing_input(&header, &id);
+    let signed = sign("as-sign", "id_token", input.clone())
+        .await
+        .expect("signed");
+    assert_eq!(
+        (signed.kid.as_str(), signed.alg.as_str()),
+        (kid.as_str(), "ES256")
+    );
+    assert_eq!(signed.signature.len(), 64, "ES256 is r||s");
+    let jws = format!("{input}.{}", B64.encode(&signed.signature));
+    let verified = verify_with_jwks(&jws, &jwks(&c).await).expect("independent verifier");
+    assert_eq!(verified.claims, id, "nothing was added or changed");
+
+    // Each refusal names its rule.
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "as-sign",
+            "id_token",
+            signing_input(&json!({"alg": "PS256", "kid": kid}), &id),
+            "not this keyset's algorithm",
+        ),
+        (
+            "as-sign",
+            "id_token",
+            signing_input(&json!({"alg": "ES256", "kid": "someone-elses"}), &id),
+            "not this keyset's active key",
+        ),
+        (
+            "as-sign",
+            "introspection",
+            signing_input(
+                &header,
+                &json!({"iss": issuer, "aud": "client-1", "iat": t,
+                        "token_introspection": {"active": true}}),
+            ),
+            "must have header typ \"token-introspection+jwt\"",
+        ),
+        (
+            "as-sign",
+            "id_token",
+            signing_input(&json!({"alg": "ES256", "kid": kid, "typ": "at+jwt"}), &id),
+            "has no typ or typ \"JWT\"",
+        ),
+        (
+            "as-sign",
+            "id_token",
+            signing_input(
+                &header,
+                &json!({"iss": issuer, "aud": "client-1", "iat": t, "exp": t + 300}),
+            ),
+            "claim \"sub\" is required",
+        ),
+        (
+            "as-sign",
+            "id_token",
+            signing_input(
+                &header,
+                &json!({"iss": issuer, "sub": "alice", "aud": "client-1", "iat": t, "exp": t + 3600}),
+            ),
+            "exceeds this keyset's maximum of 600 s",
+        ),
+        (
+            "as-sign",
+            "id_token",
+            signing_input(
+                &header,
+                &json!({"iss": issuer, "sub": "alice", "aud": "client-1", "iat": t + 3000,
+                        "exp": t + 3100}),
+            ),
+            "is in the future",
+        ),
+        (
+            "as-sign",
+            "id_token",
+            signing_input(
+                &header,
+                &json!({"iss": issuer, "sub": "alice", "aud": "client-1", "iat": t,
+                        "exp": t + 300, "cnf": {"jkt": "x"}}),
+            ),
+            "cnf",
+        ),
+        (
+            "gen",
+            "generic",
+            signing_input(
+                &json!({"alg": "ES256", "kid": gen_kid, "typ": "at+jwt"}),
+                &json!({"iss": issuer, "sub": "alice", "aud": "rs", "client_id": "c",
+                        "jti": "j", "iat": t, "exp": t + 300}),
+            ),
+            "reserved",
+        ),
+    ];
+    for (keyset, purpose, input, needle) in &cases {
+        let (code, message) = refused(sign(keyset, purpose, input.clone()).await);
+        assert_eq!(code, Code::InvalidArgument, "{needle}: {message}");
+        assert!(
+            message.contains(needle),
+            "{message:?} should name {needle:?}"
+        );
+    }
+    // A purpose this keyset does not serve, and one that only its typed RPC signs.
+    let (code, message) = refused(sign("as-sign", "access_token", input.clone()).await);
+    assert_eq!(code, Code::FailedPrecondition, "{message}");
+    let ca_kid = c.get_keyset("client-1-ca").await.expect("get").versions[0]
+        .kid
+        .clone();
+    let (code, message) = refused(
+        sign(
+            "client-1-ca",
+            "client_assertion",
+            signing_input(
+                &json!({"alg": "ES256", "kid": ca_kid}),
+                &json!({"iss": "client-1", "sub": "client-1", "aud": issuer, "jti": "j",
+                        "exp": t + 60}),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(code, Code::FailedPrecondition, "{message}");
+    assert!(message.contains("typed RPC"), "{message}");
+
+    // Audited like the typed RPCs: the success with its kid and the digest
+    // of the signing input, and each refusal.
+    let lines: Vec<Value> = std::fs::read_to_string(&audit)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .filter(|l: &Value| l["operation"] == "sign_jws_input")
+        .collect();
+    let digest: String = Sha256::digest(input.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["outcome"] == "ok"
+            && l["kid"] == kid.as_str()
+            && l["input_sha256"] == digest.as_str()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l["outcome"] == "error").count(),
+        cases.len() + 2,
+        "{lines:?}"
+    );
+}

@@ -92,13 +92,7 @@ pub fn build(
             claims::string(&c, "sub")?;
             claims::issuer(&mut c, ctx)?;
             claims::audience(&c)?;
-            for name in USERINFO_REFUSED {
-                if c.contains_key(name) {
-                    return Err(invalid(format!(
-                        "claim {name:?} does not belong in a UserInfo response"
-                    )));
-                }
-            }
+            refuse_userinfo_only(&c)?;
         }
         other => return Err(typed_only(other)),
     }
@@ -114,6 +108,22 @@ pub fn build(
     }
     claims::time(&c, "nbf")?;
     Ok(Token { typ, claims: c })
+}
+
+/// Refuses claims that would make a UserInfo response look like an ID
+/// token or a bound token.
+///
+/// # Errors
+/// `InvalidArgument` naming the claim.
+pub fn refuse_userinfo_only(c: &Map<String, Value>) -> Result<()> {
+    for name in USERINFO_REFUSED {
+        if c.contains_key(name) {
+            return Err(invalid(format!(
+                "claim {name:?} does not belong in a UserInfo response"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The refusal for a typed purpose asked of generic signing.

@@ -12,6 +12,7 @@ pub mod hash;
 pub mod id_token;
 pub mod introspection;
 pub mod jarm;
+pub mod jws_input;
 pub mod profile;
 pub mod rar;
 pub mod request_object;

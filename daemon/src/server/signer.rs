@@ -432,6 +432,74 @@ impl Signer for SignerService {
         .await
     }
 
+    async fn sign_jws_input(
+        &self,
+        request: Request<pb::SignJwsInputRequest>,
+    ) -> Result<Response<pb::SignJwsInputResponse>, Status> {
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
+        let req = request.into_inner();
+        let purpose: Purpose = req.purpose.parse().map_err(invalid)?;
+        let digest = {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(req.signing_input.as_bytes()))
+        };
+        let result = async {
+            let key = self.key(&req.keyset, purpose)?;
+            if purpose == Purpose::Generic {
+                generic_allowed(&key, purpose).map_err(to_status)?;
+            }
+            let ctx = Context {
+                now: now(),
+                max_lifetime: key.max_token_lifetime,
+                issuer: key.issuer.clone(),
+            };
+            fapi::jws_input::check(&req.signing_input, purpose, key.alg, &key.kid, &ctx)
+                .map_err(to_status)?;
+            let (kid, alg, guard) = (key.kid.clone(), key.alg, key.guard.clone());
+            let input = req.signing_input.clone();
+            let signature = device(&guard, move || key.sign(input.as_bytes())).await?;
+            Ok::<_, Status>((signature, kid, alg))
+        }
+        .await;
+        match result {
+            Ok((signature, kid, alg)) => {
+                self.audit(
+                    &caller,
+                    "sign_jws_input",
+                    &req.keyset,
+                    Some(&kid),
+                    purpose,
+                    Some(digest),
+                    "ok",
+                    None,
+                )
+                .await?;
+                Ok(Response::new(pb::SignJwsInputResponse {
+                    signature,
+                    kid,
+                    alg: alg.as_str().to_string(),
+                }))
+            }
+            Err(status) => {
+                let code = format!("{:?}", status.code());
+                self.audit(
+                    &caller,
+                    "sign_jws_input",
+                    &req.keyset,
+                    None,
+                    purpose,
+                    Some(digest),
+                    "error",
+                    Some(&code),
+                )
+                .await?;
+                Err(status)
+            }
+        }
+    }
+
     async fn sign_http_message(
         &self,
         request: Request<pb::SignHttpMessageRequest>,
