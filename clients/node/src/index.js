@@ -134,6 +134,15 @@ export class Custos {
       keyset, audience, response_json: json(response), ...fields,
     });
   }
+  /**
+   * Signs a JWS signing input the caller built (`BASE64URL(header).BASE64URL(payload)`);
+   * resolves to `{signature, kid, alg}` (signature a Buffer, ECDSA as r||s).
+   */
+  signJwsInput(keyset, purpose, signingInput) {
+    return this.call(this.signer, "SignJwsInput", {
+      keyset, purpose, signing_input: String(signingInput),
+    });
+  }
   signHttpMessage(keyset, fields) {
     return this.call(this.signer, "SignHttpMessage", { keyset, ...fields });
   }

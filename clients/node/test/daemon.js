@@ -10,7 +10,11 @@ import { Custos } from "../src/index.js";
 const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const CUSTOSD = process.env.CUSTOSD ?? path.join(ROOT, "target/debug/custosd");
 
-export async function startDaemon() {
+/**
+ * Starts custosd on a fresh token. `audit: true` writes the audit log to
+ * `auditFile` (returned), one JSON line per operation.
+ */
+export async function startDaemon({ audit = false } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "custos-node-"));
   mkdirSync(path.join(dir, "tokens"));
   const conf = path.join(dir, "softhsm2.conf");
@@ -36,7 +40,7 @@ name = "node tests"
 unix_uid = ${process.getuid()}
 keysets = ["*"]
 operations = ["sign", "decrypt", "verify", "jwks", "admin"]
-`);
+${audit ? `\n[audit]\nfile = "${dir}/audit.jsonl"\n` : ""}`);
   chmodSync(config, 0o600);
   const log = path.join(dir, "custosd.log");
   const proc = spawn(CUSTOSD, ["--config", config], { env, stdio: ["ignore", "ignore", openSync(log, "w")] });
@@ -49,6 +53,8 @@ operations = ["sign", "decrypt", "verify", "jwks", "admin"]
   const client = Custos.connect({ socket });
   return {
     client,
+    socket,
+    auditFile: path.join(dir, "audit.jsonl"),
     async stop() {
       client.close();
       proc.kill("SIGTERM");
