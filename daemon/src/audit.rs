@@ -24,7 +24,39 @@ const GROUP: usize = 256;
 
 enum Sink {
     Stdout,
-    File(std::fs::File),
+    File(std::path::PathBuf, std::fs::File),
+}
+
+/// Opens the audit file for appending: created with mode 0600, never through a symlink.
+fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+}
+
+impl Sink {
+    /// Opens the file again (after logrotate moved it); the old one stays
+    /// in use when that fails.
+    fn reopen(&mut self) -> bool {
+        match self {
+            Sink::Stdout => true,
+            Sink::File(path, file) => match open_file(path) {
+                Ok(f) => {
+                    *file = f;
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, file = %path.display(),
+                        "cannot reopen the audit file; still writing to the old one");
+                    false
+                }
+            },
+        }
+    }
 }
 
 /// Who waits for a line to be written.
@@ -37,6 +69,8 @@ enum Done {
 struct Job {
     text: String,
     done: Option<Done>,
+    /// Reopen the file (after the lines queued before it are written).
+    reopen: bool,
 }
 
 /// Queues audit lines for the writer thread.
@@ -88,15 +122,10 @@ impl Auditor {
         let sink = if config.file == "stdout" {
             Sink::Stdout
         } else {
-            use std::os::unix::fs::OpenOptionsExt;
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&config.file)
+            let path = std::path::PathBuf::from(&config.file);
+            let f = open_file(&path)
                 .map_err(|e| format!("[audit] cannot open {}: {e}", config.file))?;
-            Sink::File(f)
+            Sink::File(path, f)
         };
         let write_timeout = config.write_timeout()?;
         let capacity = config.queue_lines.max(1);
@@ -154,6 +183,25 @@ impl Auditor {
         }
     }
 
+    /// Reopens the audit file (SIGHUP, for logrotate) once the lines queued
+    /// so far are written; `false` when it could not be reopened (the old
+    /// file stays in use).
+    pub async fn reopen(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            text: String::new(),
+            done: Some(Done::Async(tx)),
+            reopen: true,
+        };
+        if self.queue.try_send(job).is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(self.write_timeout, rx).await,
+            Ok(Ok(true))
+        )
+    }
+
     /// Queues a line without waiting for it (denials: the operation is
     /// refused whether or not its line is written).
     pub fn record_nowait(&self, caller: Value, event: &Event<'_>) {
@@ -176,9 +224,14 @@ impl Auditor {
     /// Hands a line to the writer. A full queue fails a required line and
     /// drops (and counts) an optional one.
     fn enqueue(&self, text: String, done: Option<Done>) -> Result<()> {
-        match self.queue.try_send(Job { text, done }) {
+        match self.queue.try_send(Job {
+            text,
+            done,
+            reopen: false,
+        }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) if self.required => {
+                crate::metrics::audit_failure();
                 tracing::error!(
                     capacity = self.capacity,
                     "audit queue full; refusing the operation"
@@ -204,6 +257,7 @@ impl Auditor {
     }
 
     fn not_written(&self) -> Error {
+        crate::metrics::audit_failure();
         Error::Unavailable(format!(
             "the audit log could not be written within {} s; the operation was not performed",
             self.write_timeout.as_secs()
@@ -215,9 +269,19 @@ impl Auditor {
 /// waiters. Ends when the auditor is dropped.
 fn writer(mut sink: Sink, fsync: bool, lines: &std::sync::mpsc::Receiver<Job>) {
     while let Ok(first) = lines.recv() {
+        if first.reopen {
+            let ok = sink.reopen();
+            tell(first.done, ok);
+            continue;
+        }
         let mut jobs = vec![first];
+        let mut reopen = None;
         while jobs.len() < GROUP {
             match lines.try_recv() {
+                Ok(j) if j.reopen => {
+                    reopen = Some(j);
+                    break;
+                }
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
@@ -229,7 +293,7 @@ fn writer(mut sink: Sink, fsync: bool, lines: &std::sync::mpsc::Receiver<Job>) {
                     let mut out = std::io::stdout().lock();
                     out.write_all(text.as_bytes()).and_then(|()| out.flush())
                 }
-                Sink::File(f) => f.write_all(text.as_bytes()).and_then(|()| {
+                Sink::File(_, f) => f.write_all(text.as_bytes()).and_then(|()| {
                     if fsync {
                         f.sync_data()
                     } else {
@@ -238,24 +302,35 @@ fn writer(mut sink: Sink, fsync: bool, lines: &std::sync::mpsc::Receiver<Job>) {
                 }),
             };
         if let Err(e) = &written {
+            crate::metrics::audit_failure();
             tracing::error!(error = %e, lines = jobs.len(), "audit log write failed");
         }
         for j in jobs {
-            match j.done {
-                Some(Done::Async(tx)) => {
-                    let _ = tx.send(written.is_ok());
-                }
-                Some(Done::Blocking(tx)) => {
-                    let _ = tx.try_send(written.is_ok());
-                }
-                None => {}
-            }
+            tell(j.done, written.is_ok());
         }
+        if let Some(j) = reopen {
+            let ok = sink.reopen();
+            tell(j.done, ok);
+        }
+    }
+}
+
+/// Tells whoever waits for a job how it went.
+fn tell(done: Option<Done>, ok: bool) {
+    match done {
+        Some(Done::Async(tx)) => {
+            let _ = tx.send(ok);
+        }
+        Some(Done::Blocking(tx)) => {
+            let _ = tx.try_send(ok);
+        }
+        None => {}
     }
 }
 
 /// One audit line (JSON and a newline).
 fn line(caller: Value, event: &Event<'_>) -> String {
+    crate::metrics::operation(event.operation, event.keyset, event.outcome);
     let mut line = Map::new();
     line.insert("time".into(), json!(rfc3339_now()));
     line.insert("caller".into(), caller);

@@ -29,6 +29,57 @@ pub struct Config {
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The daemon's own log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The Prometheus metrics listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: an HTTP listener serving `GET /metrics`, off by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to listen on, e.g. `"127.0.0.1:9464"`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Allow an address other than loopback (metrics carry keyset names and
+    /// load figures; expose them beyond the host only on purpose).
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+impl MetricsConfig {
+    /// The listen address, checked: loopback unless `allow_remote`.
+    ///
+    /// # Errors
+    /// A bad address, or a non-loopback one without `allow_remote`.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(listen) = &self.listen else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+            format!("[metrics] listen {listen:?} is not an address:port, e.g. \"127.0.0.1:9464\"")
+        })?;
+        if !addr.ip().is_loopback() && !self.allow_remote {
+            return Err(format!(
+                "[metrics] listen {listen:?} is not a loopback address; set allow_remote = true \
+                 to serve metrics beyond this host"
+            ));
+        }
+        Ok(Some(addr))
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `"info"` or `"info,custos_daemon::audit=debug"`
+    /// (the `CUSTOS_LOG` environment variable wins when set).
+    #[serde(default)]
+    pub level: Option<String>,
 }
 
 /// One `[[access]]` rule: a caller and what it may do.
@@ -553,6 +604,10 @@ impl Config {
             );
         }
         config.audit.write_timeout()?;
+        config.metrics.address()?;
+        if let Some(level) = &config.log.level {
+            crate::logging::parse(level)?;
+        }
         config.keyring.limits()?;
         for d in [&config.keyring.refresh, &config.keyring.schedule_tick] {
             match crate::keyring::policy::parse_duration(d) {

@@ -17,7 +17,8 @@
 //! - [`binding`]: sender constraints (client certificates, DPoP), beside `fapi`.
 //!
 //! Beside them: [`config`] (TOML), [`secret`] (PINs), [`files`] (opening trusted files), [`alg`] (the JOSE
-//! algorithms), [`error`] (the domain error) and [`runtime`] (wiring).
+//! algorithms), [`error`] (the domain error) and [`runtime`] (wiring),
+//! [`systemd`] (sd_notify, watchdog, socket activation).
 //!
 //! One exception to the arrows, on purpose: `keyring` uses `jose::jwk`
 //! (pure functions over a public key) because a version's kid *is* its
@@ -39,8 +40,12 @@ pub mod files;
 pub mod httpsig;
 pub mod jose;
 pub mod keyring;
+pub mod logging;
+pub mod metrics;
 pub mod numeric_date;
+pub mod reload;
 pub mod runtime;
 pub mod secret;
 pub mod server;
+pub mod systemd;
 pub mod verdict;

@@ -64,16 +64,7 @@ fn main() -> ExitCode {
     if std::env::var_os("TSS2_LOG").is_none() {
         std::env::set_var("TSS2_LOG", "all+none");
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| {
-                // cryptoki logs an ERROR for every vendor mechanism it has no name for.
-                tracing_subscriber::EnvFilter::new("info,tss_esapi=warn,cryptoki::mechanism=off")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    custos_daemon::logging::init();
     let args = Args::parse();
     if let Some(Command::Doctor {
         config,

@@ -85,6 +85,8 @@ fn dev_config() -> Config {
         access: Vec::new(),
         audit: AuditConfig::default(),
         limits: Default::default(),
+        log: Default::default(),
+        metrics: Default::default(),
     }
 }
 
@@ -282,29 +284,7 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: draining in-flight calls"),
         _ = int.recv() => tracing::info!("SIGINT: draining in-flight calls"),
     }
-}
-
-/// Reads the TLS files again on every SIGHUP (a new CRL, a renewed certificate).
-fn spawn_reload_on_hangup(tls: Arc<crate::server::tls::Tls>) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::error!("cannot install the SIGHUP handler; TLS files are not reloaded");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            let t = tls.clone();
-            match tokio::task::spawn_blocking(move || t.reload()).await {
-                Ok(Ok(())) => {
-                    tracing::info!("SIGHUP: TLS certificate, key, client CA and CRLs reloaded")
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous settings stay")
-                }
-                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload task failed"),
-            }
-        }
-    });
+    crate::systemd::stopping();
 }
 
 /// Runs the rotation schedule and the refresh from a shared store.
@@ -385,10 +365,24 @@ async fn run_schedule(
 /// A message for the operator: config, device, keyring or socket problems.
 pub async fn run(mode: Mode) -> Result<(), String> {
     harden_process();
+    let config_path = match &mode {
+        Mode::Config(p) => Some(p.clone()),
+        Mode::Dev => None,
+    };
     let setup = tokio::task::spawn_blocking(move || setup(&mode))
         .await
         .map_err(|e| format!("start-up task failed: {e}"))??;
     let config = setup.config;
+    if let Some(level) = &config.log.level {
+        crate::logging::apply(level)?;
+    }
+    if let Some(addr) = config.metrics.address()? {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("[metrics] cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        crate::metrics::spawn_server(listener);
+    }
     let tls = match &config.server.tcp {
         Some(addr) => {
             let (Some(cert), Some(key), Some(ca)) = (
@@ -412,7 +406,15 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         }
         None => None,
     };
-    let listener = bind(&config.server)?;
+    // Socket activation: systemd (or systemd-socket-activate) bound the
+    // socket and owns its file; otherwise custosd binds it.
+    let activated = crate::systemd::activated_unix_listener()?;
+    let socket_owned = activated.is_none();
+    let listener = match activated {
+        Some(l) => tokio::net::UnixListener::from_std(l)
+            .map_err(|e| format!("the socket systemd passed: {e}"))?,
+        None => bind(&config.server)?,
+    };
     let keyring = Arc::new(setup.keyring);
     tracing::info!(
         socket = %config.server.socket.display(),
@@ -420,22 +422,33 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         keysets = keyring.snapshot().keysets.len(),
         manifest = %keyring.store_description(),
         backends = ?keyring.backend_names(),
+        socket_activated = !socket_owned,
         "custosd ready"
     );
+    crate::systemd::ready();
+    crate::systemd::spawn_watchdog();
     let background = spawn_background(
         keyring.clone(),
         interval(&config.keyring.refresh)?,
         interval(&config.keyring.schedule_tick)?,
     );
-    if let Some((_, tls)) = &tls {
-        spawn_reload_on_hangup(tls.clone());
-    }
+    let policy = crate::server::PolicyCell::new(crate::server::Policy {
+        rules: config.access.clone(),
+        owner_operations: config.server.owner_operations.clone(),
+        limits: config.limits,
+    });
+    crate::reload::spawn(crate::reload::Reloader {
+        path: config_path,
+        running: config.clone(),
+        policy: policy.clone(),
+        tls: tls.as_ref().map(|(_, t)| t.clone()),
+        audit: setup.audit.clone(),
+    });
     let options = ServeOptions {
         request_timeout: ServerConfig::duration("request_timeout", &config.server.request_timeout)?,
         max_concurrent_streams: config.server.max_concurrent_streams,
         verify: config.verify,
-        access: config.access.clone(),
-        owner_operations: config.server.owner_operations.clone(),
+        policy,
         limits: config.limits,
         audit: setup.audit,
         tls,
@@ -444,7 +457,9 @@ pub async fn run(mode: Mode) -> Result<(), String> {
     let _ = SERVED.set(keyring.clone());
     let result = crate::server::serve(keyring, options, listener, shutdown_signal()).await;
     background.abort();
-    let _ = std::fs::remove_file(&config.server.socket);
+    if socket_owned {
+        let _ = std::fs::remove_file(&config.server.socket);
+    }
     tracing::info!("custosd stopped");
     result
 }

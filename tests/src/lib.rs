@@ -160,6 +160,11 @@ pub struct DaemonConfig {
     /// No `[[access]]` rule for the test's own uid: it then has only the
     /// daemon owner's default rights (`manage`, `destroy`, `jwks`).
     pub bare: bool,
+    /// A program that starts custosd (e.g. `systemd-socket-activate`): its
+    /// arguments, in which `{socket}` is the socket path and `{env}` expands
+    /// to `-E NAME=VALUE` for each of the daemon's variables; custosd and
+    /// its `--config` follow.
+    pub launcher: Vec<String>,
 }
 
 /// The `[[access]]` rule the harness adds for the test process's own uid
@@ -187,6 +192,7 @@ pub struct Daemon {
     /// The daemon's stderr log.
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    launcher: Vec<String>,
 }
 
 impl Daemon {
@@ -230,6 +236,7 @@ impl Daemon {
             log: base.join(format!("custosd-{n:08x}.log")),
             config,
             env,
+            launcher: cfg.launcher,
         };
         d.spawn().await;
         d
@@ -241,7 +248,25 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("daemon log");
-        let child = Command::new(bin("custosd"))
+        let mut command = match self.launcher.split_first() {
+            None => Command::new(bin("custosd")),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                for a in args {
+                    if a == "{env}" {
+                        for (k, v) in &self.env {
+                            c.arg("-E").arg(format!("{k}={v}"));
+                        }
+                        c.arg("-E").arg("CUSTOS_LOG=info,cryptoki::mechanism=off");
+                    } else {
+                        c.arg(a.replace("{socket}", &self.socket.display().to_string()));
+                    }
+                }
+                c.arg(bin("custosd"));
+                c
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -765,7 +765,7 @@ async fn tls_listener_refuses_revoked_certificates_after_sighup_and_bounds_conne
         .expect("kill")
         .success());
     let start = Instant::now();
-    while !d.log_text().contains("CRLs reloaded") {
+    while !d.log_text().contains("TLS files re-read") {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "{}",

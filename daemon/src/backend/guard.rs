@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Threads one backend's calls may hold at once: past this, calls are
-/// refused at once instead of queueing behind a device that does not answer.
+/// Threads one backend's calls may hold at once: past this, calls wait for
+/// a thread (up to the call deadline), and are refused at once when every
+/// thread is held by a call the device has not answered.
 pub const MAX_THREADS: usize = 16;
 
 /// The watch on one backend.
@@ -28,6 +29,8 @@ pub struct DeviceGuard {
     overdue: AtomicUsize,
     probe_ok: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Woken when a thread slot is given back.
+    freed: tokio::sync::Notify,
 }
 
 /// A thread slot of one backend, given back when dropped.
@@ -45,6 +48,9 @@ impl Drop for Slot {
             &self.guard.busy
         };
         counter.fetch_sub(1, Ordering::AcqRel);
+        if !self.inline {
+            self.guard.freed.notify_one();
+        }
     }
 }
 
@@ -69,6 +75,7 @@ impl DeviceGuard {
             overdue: AtomicUsize::new(0),
             probe_ok: AtomicBool::new(true),
             last_error: Mutex::new(None),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -99,6 +106,28 @@ impl DeviceGuard {
         self.take(&self.busy, MAX_THREADS, false)
     }
 
+    /// A blocking-thread slot, waiting up to `within` for one to be given
+    /// back while every slot is busy; `None` when none came, or at once when
+    /// every slot is held by a call past its deadline (the device is not
+    /// answering: queueing behind it would only pile up).
+    pub async fn wait_thread_slot(self: &Arc<Self>, within: Duration) -> Option<Slot> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(slot) = self.thread_slot() {
+                return Some(slot);
+            }
+            if self.overdue() >= MAX_THREADS {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, self.freed.notified())
+                .await
+                .is_err()
+            {
+                return self.thread_slot();
+            }
+        }
+    }
+
     /// A call passed its deadline (it keeps its thread until the device answers).
     pub fn mark_overdue(&self) {
         self.overdue.fetch_add(1, Ordering::AcqRel);
@@ -110,6 +139,11 @@ impl DeviceGuard {
         self.overdue.fetch_sub(1, Ordering::AcqRel);
         self.backend.release_sessions();
         tracing::warn!(backend = %self.name, "a device call answered after its deadline; its sessions were closed");
+    }
+
+    /// Device calls running now (inline and on helper threads).
+    pub fn in_flight(&self) -> usize {
+        self.busy.load(Ordering::Acquire) + self.inline_busy.load(Ordering::Acquire)
     }
 
     /// Calls past their deadline that have not come back.

@@ -102,6 +102,7 @@ impl ReplayCache {
             let freed = p.expire(now);
             share.entries = share.entries.saturating_sub(freed);
             if p.seen.get(id).is_some_and(|exp| *exp >= now) {
+                crate::metrics::replay_refused();
                 return Err(Refusal::Replayed);
             }
         }
@@ -118,6 +119,7 @@ impl ReplayCache {
         p.seen.insert(id.to_string(), expires_at);
         p.expiries.push(Reverse((expires_at, id.to_string())));
         share.entries += 1;
+        crate::metrics::replay_entries(inner.values().map(|s| s.entries).sum());
         Ok(())
     }
 

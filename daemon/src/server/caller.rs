@@ -146,35 +146,60 @@ impl Buckets {
     }
 }
 
+/// Who may do what, and how often: the part of the configuration a SIGHUP
+/// replaces as a whole (`[[access]]`, `[server] owner_operations`, the rate
+/// limits of `[limits]`).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `[[access]]` rules.
+    pub rules: Vec<AccessRule>,
+    /// What the daemon's own uid and root may do without a rule.
+    pub owner_operations: Vec<String>,
+    /// Request limits (only the rates are taken from a reload).
+    pub limits: LimitsConfig,
+}
+
+/// The policy in force, shared by the services and the reload handler.
+#[derive(Debug, Clone)]
+pub struct PolicyCell(Arc<std::sync::RwLock<Arc<Policy>>>);
+
+impl PolicyCell {
+    /// A cell holding `policy`.
+    pub fn new(policy: Policy) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(policy))))
+    }
+
+    /// The policy now (calls in flight keep the one they started with).
+    pub fn current(&self) -> Arc<Policy> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `policy` in force for the calls that start from now on.
+    pub fn replace(&self, policy: Policy) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+}
+
 /// The access check shared by every service.
 #[derive(Debug, Clone)]
 pub(crate) struct Gate {
     own_uid: u32,
-    owner_operations: Arc<Vec<String>>,
-    rules: Arc<Vec<AccessRule>>,
-    limits: LimitsConfig,
+    policy: PolicyCell,
     requests: Arc<Buckets>,
     failure_lines: Arc<Buckets>,
     pub(crate) audit: Arc<Auditor>,
 }
 
 impl Gate {
-    /// A gate with `rules` and `limits`, auditing to `audit`.
-    pub(crate) fn new(
-        rules: Vec<AccessRule>,
-        owner_operations: Vec<String>,
-        limits: LimitsConfig,
-        audit: Arc<Auditor>,
-    ) -> Self {
+    /// A gate applying `policy`, auditing to `audit`.
+    pub(crate) fn new(policy: PolicyCell, audit: Arc<Auditor>) -> Self {
         // /proc/self belongs to the process's effective uid.
         let own_uid = std::fs::metadata("/proc/self")
             .map(|m| m.uid())
             .unwrap_or(0);
         Self {
             own_uid,
-            owner_operations: Arc::new(owner_operations),
-            rules: Arc::new(rules),
-            limits,
+            policy,
             requests: Arc::default(),
             failure_lines: Arc::default(),
             audit,
@@ -227,12 +252,13 @@ impl Gate {
 
     /// Whether `caller` may do `operation` on `keyset` (any keyset when `None`).
     pub(crate) fn may(&self, caller: &Caller, operation: &str, keyset: Option<&str>) -> bool {
+        let policy = self.policy.current();
         if let Caller::Unix { uid, .. } = caller {
-            if (*uid == 0 || *uid == self.own_uid) && grants(&self.owner_operations, operation) {
+            if (*uid == 0 || *uid == self.own_uid) && grants(&policy.owner_operations, operation) {
                 return true;
             }
         }
-        self.rules.iter().any(|r| {
+        policy.rules.iter().any(|r| {
             Self::rule_matches(r, caller)
                 && grants(&r.operations, operation)
                 && keyset.is_none_or(|k| r.keysets.iter().any(|g| glob(g, k)))
@@ -240,10 +266,11 @@ impl Gate {
     }
 
     fn rate_ok(&self, caller: &Caller) -> bool {
-        self.limits.rate_per_second == 0
+        let limits = self.policy.current().limits;
+        limits.rate_per_second == 0
             || self
                 .requests
-                .take(caller.key(), self.limits.rate_per_second, self.limits.burst)
+                .take(caller.key(), limits.rate_per_second, limits.burst)
                 .is_ok()
     }
 
@@ -276,7 +303,7 @@ impl Gate {
     /// Whether `caller` may have another failure line written now; when
     /// lines were held back since the last one, their count is queued first.
     fn failure_line_allowed(&self, caller: &Caller) -> bool {
-        let rate = self.limits.failure_lines_per_second;
+        let rate = self.policy.current().limits.failure_lines_per_second;
         if rate == 0 {
             return true;
         }
@@ -328,9 +355,10 @@ impl Gate {
                     ..Event::default()
                 },
             );
+            crate::metrics::rate_limited();
             return Err(Status::resource_exhausted(format!(
                 "{operation}: rate limit of {} requests per second exceeded for {caller}; slow down and retry",
-                self.limits.rate_per_second
+                self.policy.current().limits.rate_per_second
             )));
         }
         if self.may(&caller, operation, keyset) {

@@ -53,6 +53,7 @@ pub(crate) fn spawn(
                     }
                     _ => {}
                 }
+                crate::metrics::backend(name, problem.is_none(), guard.in_flight());
                 let status = if problem.is_none() {
                     ServingStatus::Serving
                 } else {
@@ -74,6 +75,31 @@ pub(crate) fn spawn(
                     .await;
             }
             quarantined = now;
+            keyring_metrics(&keyring);
         }
     })
+}
+
+/// Versions by keyset and state, seconds to each keyset's next transition,
+/// and the quarantined count, for the metrics.
+fn keyring_metrics(keyring: &Keyring) {
+    let snapshot = keyring.snapshot();
+    let now = crate::keyring::now();
+    let mut keys = Vec::new();
+    let mut next = Vec::new();
+    for (name, ks) in &snapshot.keysets {
+        let mut counts: std::collections::BTreeMap<&'static str, i64> = Default::default();
+        for v in &ks.versions {
+            *counts.entry(v.state.as_str()).or_default() += 1;
+        }
+        keys.extend(
+            counts
+                .into_iter()
+                .map(|(state, n)| (name.clone(), state, n)),
+        );
+        if let Some((at, _)) = crate::keyring::schedule::next(ks) {
+            next.push((name.clone(), at.saturating_sub(now)));
+        }
+    }
+    crate::metrics::keyring(&keys, &next, keyring.quarantined().len());
 }

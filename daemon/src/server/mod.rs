@@ -11,14 +11,16 @@ mod convert;
 mod health;
 mod http_messages;
 mod keys;
+mod rpc_metrics;
 mod signer;
 mod status;
 pub mod tls;
 mod verifier;
 
 use crate::audit::Auditor;
-use crate::config::{AccessRule, LimitsConfig, VerifyConfig};
+use crate::config::{LimitsConfig, VerifyConfig};
 use crate::keyring::Keyring;
+pub use caller::{Policy, PolicyCell};
 use custos_proto::v1::key_admin_server::KeyAdminServer;
 use custos_proto::v1::signer_server::SignerServer;
 use custos_proto::v1::verifier_server::VerifierServer;
@@ -32,11 +34,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 pub struct ServeOptions {
     /// Verification tunables.
     pub verify: VerifyConfig,
-    /// `[[access]]` rules.
-    pub access: Vec<AccessRule>,
-    /// What the daemon's own uid and root may do without a rule.
-    pub owner_operations: Vec<String>,
-    /// Request limits.
+    /// Access rules, owner rights and rate limits; replaced on SIGHUP.
+    pub policy: PolicyCell,
+    /// Request limits (sizes and batch length; the rates come from `policy`).
     pub limits: LimitsConfig,
     /// The audit log.
     pub audit: Arc<Auditor>,
@@ -59,12 +59,7 @@ pub async fn serve(
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let gate = caller::Gate::new(
-        options.access,
-        options.owner_operations,
-        options.limits,
-        options.audit,
-    );
+    let gate = caller::Gate::new(options.policy, options.audit);
     let max = options.limits.max_request_bytes;
     let verify_keys = Arc::new(crate::jose::verify::KeyCache::default());
     let replay = Arc::new(crate::binding::replay::ReplayCache::new(
@@ -90,7 +85,9 @@ pub async fn serve(
             .await;
     }
     let health_task = health::spawn(keyring.clone(), health_reporter.clone());
-    let router = || -> Result<tonic::transport::server::Router, String> {
+    type Layered =
+        tower::layer::util::Stack<rpc_metrics::RpcMetricsLayer, tower::layer::util::Identity>;
+    let router = || -> Result<tonic::transport::server::Router<Layered>, String> {
         // Reflection in both versions: v1, and v1alpha for the clients that
         // still speak only it (Python's grpc_reflection, older grpcurl).
         let reflection = || {
@@ -105,6 +102,7 @@ pub async fn serve(
             .build_v1alpha()
             .map_err(|e| format!("building reflection: {e}"))?;
         Ok(tonic::transport::Server::builder()
+            .layer(rpc_metrics::RpcMetricsLayer)
             .timeout(options.request_timeout)
             .max_concurrent_streams(options.max_concurrent_streams)
             .add_service(health.clone())

@@ -33,10 +33,15 @@ pub(crate) async fn device<T: Send + 'static>(
     guard: &Arc<DeviceGuard>,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Status> {
-    if let Some(_slot) = guard.inline_slot() {
-        return f().map_err(to_status);
-    }
-    on_thread(guard, f).await
+    let started = std::time::Instant::now();
+    let result = if let Some(_slot) = guard.inline_slot() {
+        f().map_err(to_status)
+    } else {
+        on_thread(guard, f).await
+    };
+    let timed_out = matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable);
+    crate::metrics::device_call(&guard.name, started.elapsed(), timed_out);
+    result
 }
 
 /// Runs device work on a blocking thread under its backend's watch, with
@@ -45,14 +50,29 @@ pub(crate) async fn on_thread<T: Send + 'static>(
     guard: &Arc<DeviceGuard>,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Status> {
-    let Some(slot) = guard.thread_slot() else {
-        return Err(Status::unavailable(format!(
-            "backend {:?} is not answering: all {} of its device threads wait on calls past their \
-             deadline; other backends are unaffected; retry later",
-            guard.name,
-            crate::backend::guard::MAX_THREADS
-        )));
+    let started = tokio::time::Instant::now();
+    let Some(slot) = guard.wait_thread_slot(guard.timeout).await else {
+        return Err(Status::unavailable(
+            if guard.overdue() >= crate::backend::guard::MAX_THREADS {
+                format!(
+                "backend {:?} is not answering: all {} of its device threads wait on calls past \
+                 their deadline; other backends are unaffected; retry later",
+                guard.name,
+                crate::backend::guard::MAX_THREADS
+            )
+            } else {
+                format!(
+                    "backend {:?} is saturated: all {} of its device threads stayed busy for the \
+                 whole call deadline ({} ms); retry later or spread keysets over more backends",
+                    guard.name,
+                    crate::backend::guard::MAX_THREADS,
+                    guard.timeout.as_millis()
+                )
+            },
+        ));
     };
+    // Waiting for a thread counts against the call's deadline.
+    let remaining = guard.timeout.saturating_sub(started.elapsed());
     const RUNNING: u8 = 0;
     const DONE: u8 = 1;
     const OVERDUE: u8 = 2;
@@ -69,7 +89,7 @@ pub(crate) async fn on_thread<T: Send + 'static>(
             r
         }
     });
-    match tokio::time::timeout(guard.timeout, &mut handle).await {
+    match tokio::time::timeout(remaining, &mut handle).await {
         Ok(joined) => joined_status(joined),
         Err(_) => {
             guard.mark_overdue();
