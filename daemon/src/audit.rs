@@ -25,6 +25,45 @@ const GROUP: usize = 256;
 enum Sink {
     Stdout,
     File(std::path::PathBuf, std::fs::File),
+    /// RFC 5424 over a Unix datagram socket (`/dev/log`).
+    Syslog(std::os::unix::net::UnixDatagram, std::path::PathBuf),
+    /// systemd-journald's native protocol.
+    Journal(std::os::unix::net::UnixDatagram, std::path::PathBuf),
+}
+
+/// Sends each line as one datagram: an RFC 5424 message (facility authpriv,
+/// severity info; the JSON line as its message) or a journal entry
+/// (`MESSAGE=` the JSON line, `SYSLOG_IDENTIFIER=custosd`, `CUSTOS_AUDIT=1`).
+fn send_datagrams(
+    socket: &std::os::unix::net::UnixDatagram,
+    path: &std::path::Path,
+    text: &str,
+    journal: bool,
+) -> std::io::Result<()> {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty() && h.is_ascii() && !h.contains(' '))
+        .unwrap_or_else(|| "-".into());
+    let pid = std::process::id();
+    for line in text.lines() {
+        let datagram = if journal {
+            format!("MESSAGE={line}\nSYSLOG_IDENTIFIER=custosd\nSYSLOG_PID={pid}\nPRIORITY=6\nCUSTOS_AUDIT=1\n")
+        } else {
+            // PRI 86 = authpriv (10) * 8 + info (6); APP-NAME custosd, MSGID audit.
+            format!(
+                "<86>1 {} {host} custosd {pid} audit - {line}",
+                rfc3339_now()
+            )
+        };
+        // A restarted syslog daemon or journald has a new socket: reconnect once.
+        socket.send(datagram.as_bytes()).or_else(|_| {
+            socket
+                .connect(path)
+                .and_then(|()| socket.send(datagram.as_bytes()))
+        })?;
+    }
+    Ok(())
 }
 
 /// Opens the audit file for appending: created with mode 0600, never through a symlink.
@@ -43,7 +82,7 @@ impl Sink {
     /// in use when that fails.
     fn reopen(&mut self) -> bool {
         match self {
-            Sink::Stdout => true,
+            Sink::Stdout | Sink::Syslog(..) | Sink::Journal(..) => true,
             Sink::File(path, file) => match open_file(path) {
                 Ok(f) => {
                     *file = f;
@@ -119,7 +158,22 @@ impl Auditor {
     /// # Errors
     /// A message naming the file when it cannot be opened.
     pub fn open(config: &AuditConfig) -> std::result::Result<Self, String> {
-        let sink = if config.file == "stdout" {
+        let datagram = config.datagram_socket()?;
+        let sink = if let Some(socket) = datagram {
+            let path = std::path::PathBuf::from(&socket);
+            let s = std::os::unix::net::UnixDatagram::unbound()
+                .map_err(|e| format!("[audit] socket: {e}"))?;
+            s.set_write_timeout(Some(std::time::Duration::from_secs(1)))
+                .map_err(|e| format!("[audit] socket: {e}"))?;
+            // Checked now, so a wrong path fails at start, not at the first line.
+            s.connect(&path)
+                .map_err(|e| format!("[audit] sink {}: cannot reach {socket}: {e}", config.sink))?;
+            if config.sink == "journal" {
+                Sink::Journal(s, path)
+            } else {
+                Sink::Syslog(s, path)
+            }
+        } else if config.file == "stdout" {
             Sink::Stdout
         } else {
             let path = std::path::PathBuf::from(&config.file);
@@ -293,6 +347,8 @@ fn writer(mut sink: Sink, fsync: bool, lines: &std::sync::mpsc::Receiver<Job>) {
                     let mut out = std::io::stdout().lock();
                     out.write_all(text.as_bytes()).and_then(|()| out.flush())
                 }
+                Sink::Syslog(s, path) => send_datagrams(s, path, &text, false),
+                Sink::Journal(s, path) => send_datagrams(s, path, &text, true),
                 Sink::File(_, f) => f.write_all(text.as_bytes()).and_then(|()| {
                     if fsync {
                         f.sync_data()

@@ -109,7 +109,14 @@ pub struct AccessRule {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
-    /// `"stdout"` or a file path (appended to).
+    /// Where lines go: `"file"` (default: `file`), `"syslog"` (RFC 5424
+    /// datagrams to `/dev/log`) or `"journal"` (systemd-journald's native
+    /// protocol); the same JSON fields in each.
+    pub sink: String,
+    /// The datagram socket of `syslog` or `journal` when not the system's
+    /// (`/dev/log`, `/run/systemd/journal/socket`).
+    pub socket: Option<String>,
+    /// `"stdout"` or a file path (appended to), for sink `file`.
     pub file: String,
     /// fsync after every line.
     pub fsync: bool,
@@ -123,6 +130,24 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
+    /// The datagram socket for sink `syslog` or `journal`; `None` for `file`.
+    ///
+    /// # Errors
+    /// An unknown sink.
+    pub fn datagram_socket(&self) -> Result<Option<String>, String> {
+        let default = match self.sink.as_str() {
+            "file" => return Ok(None),
+            "syslog" => "/dev/log",
+            "journal" => "/run/systemd/journal/socket",
+            other => {
+                return Err(format!(
+                    "[audit] sink {other:?} is not file, syslog or journal"
+                ))
+            }
+        };
+        Ok(Some(self.socket.clone().unwrap_or_else(|| default.into())))
+    }
+
     /// `write_timeout`, checked.
     ///
     /// # Errors
@@ -144,6 +169,8 @@ impl AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
+            sink: "file".into(),
+            socket: None,
             file: "stdout".into(),
             fsync: false,
             required: true,
@@ -604,6 +631,7 @@ impl Config {
             );
         }
         config.audit.write_timeout()?;
+        config.audit.datagram_socket()?;
         config.metrics.address()?;
         if let Some(level) = &config.log.level {
             crate::logging::parse(level)?;

@@ -489,3 +489,100 @@ async fn sighup_changes_access_rules_and_tls_under_load_and_refuses_a_broken_con
     assert_eq!(outcomes.get("ok"), Some(&1), "{lines:?}");
     assert_eq!(outcomes.get("error"), Some(&2), "{lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_reach_syslog_and_the_journal_and_a_lost_sink_refuses_signing() {
+    for sink in ["syslog", "journal"] {
+        let hsm = Hsm::new();
+        let path = hsm.dir.path().join(format!("{sink}.sock"));
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).expect("sink socket");
+        rx.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let d = Daemon::start_with(
+            &hsm,
+            DaemonConfig {
+                extra_toml: format!(
+                    "\n[audit]\nsink = \"{sink}\"\nsocket = \"{}\"\nwrite_timeout = \"1s\"\n",
+                    path.display()
+                ),
+                ..DaemonConfig::default()
+            },
+        )
+        .await;
+        let c = d.client().await;
+        c.create_keyset(spec("gen", "ES256", &["generic"]))
+            .await
+            .expect("create");
+        c.sign_jwt("gen", "generic", None, "{}")
+            .await
+            .expect("sign");
+        let mut buf = vec![0u8; 65536];
+        let signed = loop {
+            let n = rx.recv(&mut buf).expect("an audit datagram");
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            if msg.contains("\"operation\":\"sign_jwt\"") {
+                break msg;
+            }
+        };
+        let json = if sink == "syslog" {
+            // RFC 5424: <PRI>VERSION TIMESTAMP HOST APP PROCID MSGID SD MSG
+            let parts: Vec<&str> = signed.splitn(8, ' ').collect();
+            assert_eq!(parts[0], "<86>1", "{signed}");
+            assert_eq!((parts[3], parts[5], parts[6]), ("custosd", "audit", "-"));
+            parts[7].to_string()
+        } else {
+            assert!(signed.contains("\nSYSLOG_IDENTIFIER=custosd\n"), "{signed}");
+            assert!(signed.contains("\nCUSTOS_AUDIT=1\n"), "{signed}");
+            signed
+                .lines()
+                .find_map(|l| l.strip_prefix("MESSAGE="))
+                .expect("MESSAGE=")
+                .to_string()
+        };
+        let line: serde_json::Value = serde_json::from_str(&json).expect("the same JSON line");
+        assert_eq!(
+            (line["keyset"].as_str(), line["outcome"].as_str()),
+            (Some("gen"), Some("ok"))
+        );
+        // required = true: with the sink gone, nothing is signed unrecorded.
+        drop(rx);
+        std::fs::remove_file(&path).expect("rm");
+        let refused = c.sign_jwt("gen", "generic", None, "{}").await;
+        assert_eq!(
+            refused.expect_err("no sink").status().map(|s| s.code()),
+            Some(tonic::Code::Unavailable),
+            "{sink}"
+        );
+    }
+}
+
+/// The example dashboard queries only metrics custosd exports.
+#[test]
+fn the_grafana_dashboard_names_only_exported_metrics() {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/grafana/custos.json"))
+        .expect("dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let metrics =
+        std::fs::read_to_string(Path::new(ROOT).join("daemon/src/metrics.rs")).expect("metrics.rs");
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("custos_"))
+            {
+                let base = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    metrics.contains(&format!("\"{base}\"")),
+                    "{name} in the dashboard is not registered in metrics.rs"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 12, "{checked}");
+}
