@@ -227,6 +227,48 @@ pub struct KeyringConfig {
     pub max_live_versions: usize,
     /// Keysets one backend may hold (1000).
     pub max_keysets_per_backend: usize,
+    /// With a shared store: how long signing goes on with the last manifest
+    /// seen while the store does not answer (`"1h"`).
+    pub max_stale: String,
+    /// `[keyring.etcd]`, for `manifest = "etcd"`.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// `[keyring.etcd]`: the shared manifest's etcd cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of the cluster members.
+    pub endpoints: Vec<String>,
+    /// Key prefix (`"/custos/"`); one deployment per prefix.
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// Deadline of one request (`"2s"`).
+    #[serde(default = "default_etcd_timeout")]
+    pub timeout: String,
+    /// User, when etcd authentication is on.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Its password: `env:NAME`, `file:PATH` or `systemd-creds:NAME`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM CA of etcd's TLS certificates.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate for etcd's TLS client authentication.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its key.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+fn default_etcd_prefix() -> String {
+    "/custos/".into()
+}
+
+fn default_etcd_timeout() -> String {
+    "2s".into()
 }
 
 impl KeyringConfig {
@@ -262,6 +304,8 @@ impl Default for KeyringConfig {
             min_rotation_period: "1h".into(),
             max_live_versions: 10,
             max_keysets_per_backend: 1000,
+            max_stale: "1h".into(),
+            etcd: None,
         }
     }
 }
@@ -644,8 +688,28 @@ impl Config {
                 Err(e) => return Err(format!("[keyring] {e}")),
             }
         }
+        crate::keyring::policy::parse_duration(&config.keyring.max_stale)
+            .map_err(|e| format!("[keyring] max_stale: {e}"))?;
         match config.keyring.manifest.as_str() {
             "file" => {}
+            "etcd" => match &config.keyring.etcd {
+                Some(e) if !e.endpoints.is_empty() => {
+                    crate::keyring::policy::parse_duration(&e.timeout)
+                        .map_err(|err| format!("[keyring.etcd] timeout: {err}"))?;
+                    if e.user.is_some() != e.password.is_some() {
+                        return Err("[keyring.etcd] user and password go together".into());
+                    }
+                    if e.cert.is_some() != e.key.is_some() {
+                        return Err("[keyring.etcd] cert and key go together".into());
+                    }
+                }
+                _ => {
+                    return Err(
+                        "[keyring] manifest = \"etcd\" needs [keyring.etcd] endpoints = [\"http://HOST:2379\", ...]"
+                            .into(),
+                    )
+                }
+            },
             other if other.starts_with("token:") => {
                 return Err(format!(
                     "[keyring] manifest = {other:?}: the manifest kept on the token is no longer \
@@ -653,7 +717,11 @@ impl Config {
                      lose a change (a lost `disable`); use \"file\" (one daemon per state_dir)"
                 ))
             }
-            other => return Err(format!("[keyring] manifest = {other:?}: use \"file\"")),
+            other => {
+                return Err(format!(
+                    "[keyring] manifest = {other:?}: use \"file\" or \"etcd\""
+                ))
+            }
         }
         for (name, b) in &config.backends {
             if let BackendConfig::Pkcs11(p) = b {

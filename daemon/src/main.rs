@@ -34,6 +34,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the keyring manifest between the state directory's file and
+    /// etcd ([keyring.etcd] of the config), e.g. before switching a
+    /// deployment to `manifest = "etcd"`. Stop the daemons first.
+    Migrate {
+        /// Configuration file (TOML) with [keyring.etcd].
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to: `etcd` (from state_dir/keyring.json) or `file` (from etcd).
+        #[arg(long, value_parser = ["etcd", "file"])]
+        to: String,
+        /// Overwrite a destination that already holds a manifest.
+        #[arg(long)]
+        force: bool,
+    },
     /// Measure the device directly (no gRPC): the ceiling the daemon is compared with.
     Bench {
         /// Configuration file (TOML).
@@ -73,6 +87,18 @@ fn main() -> ExitCode {
     }) = &args.command
     {
         return doctor(config, backend.as_deref(), *json);
+    }
+    if let Some(Command::Migrate { config, to, force }) = &args.command {
+        return match runtime::migrate(config, to, *force) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("custosd migrate: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
     if let Some(Command::Bench {
         config,

@@ -127,20 +127,126 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
                     }
                 }
             }
-            let store: Box<dyn ManifestStore> =
-                Box::new(FileStore::new(config.server.state_dir.clone()));
+            let store: Box<dyn ManifestStore> = match &config.keyring.etcd {
+                Some(etcd) if config.keyring.manifest == "etcd" => Box::new(open_etcd(etcd)?),
+                _ => Box::new(FileStore::new(config.server.state_dir.clone())),
+            };
             (config, backends, store)
         }
     };
     let audit = Arc::new(Auditor::open(&config.audit)?);
     let keyring = Keyring::open(store, backends).map_err(|e| e.to_string())?;
     keyring.set_limits(config.keyring.limits()?);
+    keyring.set_max_stale(
+        crate::keyring::policy::parse_duration(&config.keyring.max_stale)
+            .map_err(|e| format!("[keyring] max_stale: {e}"))?,
+    );
     keyring.set_auditor(audit.clone());
     Ok(Setup {
         config,
         keyring,
         audit,
     })
+}
+
+/// Connects to the etcd cluster named by `[keyring.etcd]`.
+fn open_etcd(
+    etcd: &crate::config::EtcdConfig,
+) -> Result<crate::keyring::etcd_store::EtcdStore, String> {
+    use crate::files::{read_trusted, Kind};
+    let timeout = crate::keyring::policy::parse_duration(&etcd.timeout)
+        .map_err(|e| format!("[keyring.etcd] timeout: {e}"))?;
+    let user = match (&etcd.user, &etcd.password) {
+        (Some(u), Some(p)) => Some((
+            u.clone(),
+            Secret::from_source(p)
+                .map_err(|e| format!("[keyring.etcd] password: {e}"))?
+                .expose()
+                .to_string(),
+        )),
+        _ => None,
+    };
+    let read = |p: &Path, kind| {
+        read_trusted(p, kind)
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("[keyring.etcd]: {e}"))
+    };
+    let tls = match &etcd.ca {
+        Some(ca) => Some(crate::keyring::etcd_store::EtcdTls {
+            ca: read(ca, Kind::Config)?,
+            identity: match (&etcd.cert, &etcd.key) {
+                (Some(c), Some(k)) => Some((read(c, Kind::Config)?, read(k, Kind::Secret)?)),
+                _ => None,
+            },
+        }),
+        None => None,
+    };
+    crate::keyring::etcd_store::EtcdStore::connect(crate::keyring::etcd_store::EtcdSettings {
+        endpoints: etcd.endpoints.clone(),
+        prefix: etcd.prefix.clone(),
+        timeout: Duration::from_secs(timeout.unsigned_abs().max(1)),
+        user,
+        tls,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Copies the manifest from the config's state directory to its etcd
+/// (`to = "etcd"`) or back (`to = "file"`). The destination must be empty
+/// unless `force`; the copy keeps the generation, so daemons that had the
+/// source see no step back. Blocking.
+///
+/// # Errors
+/// A config without `[keyring.etcd]`, an unreachable store, a destination
+/// that already holds a manifest.
+pub fn migrate(config: &Path, to: &str, force: bool) -> Result<String, String> {
+    let config = Config::load(config)?;
+    let etcd = config
+        .keyring
+        .etcd
+        .as_ref()
+        .ok_or("the config has no [keyring.etcd] table to migrate to or from")?;
+    let etcd: Box<dyn ManifestStore> = Box::new(open_etcd(etcd)?);
+    let file: Box<dyn ManifestStore> = Box::new(FileStore::new(config.server.state_dir.clone()));
+    let (from, dest) = match to {
+        "etcd" => (file, etcd),
+        "file" => (etcd, file),
+        other => return Err(format!("--to {other:?}: use etcd or file")),
+    };
+    let manifest = from.load().map_err(|e| e.to_string())?;
+    if manifest.generation == 0 && manifest.keysets.is_empty() {
+        return Err(format!(
+            "{} holds no manifest; nothing to copy",
+            from.describe()
+        ));
+    }
+    let existing = dest.load().map_err(|e| e.to_string())?;
+    if existing.generation != 0 && !force {
+        return Err(format!(
+            "{} already holds a manifest (generation {}, {} keysets); give --force to overwrite it",
+            dest.describe(),
+            existing.generation,
+            existing.keysets.len()
+        ));
+    }
+    let mut next = manifest.clone();
+    next.generation = manifest.generation.max(existing.generation + 1);
+    match dest
+        .commit(existing.generation, &next)
+        .map_err(|e| e.to_string())?
+    {
+        crate::keyring::store::Commit::Done => Ok(format!(
+            "copied {} keysets (generation {}) from {} to {}",
+            next.keysets.len(),
+            next.generation,
+            from.describe(),
+            dest.describe()
+        )),
+        crate::keyring::store::Commit::Conflict => Err(format!(
+            "{} changed during the copy; run it again",
+            dest.describe()
+        )),
+    }
 }
 
 /// Opens the config's backends and keyring without serving (for
@@ -299,10 +405,18 @@ fn spawn_background(
         let mut tick_timer = tokio::time::interval(tick);
         refresh_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let changes = keyring.store_changes();
         loop {
+            let changed = async {
+                match &changes {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             let schedule = tokio::select! {
                 _ = refresh_timer.tick() => false,
                 _ = tick_timer.tick() => true,
+                () = changed => false,
             };
             let k = keyring.clone();
             match tokio::task::spawn_blocking(move || k.refresh()).await {

@@ -46,20 +46,43 @@ pub fn load(state_dir: &Path) -> Result<Manifest> {
         }
         Err(e) => return Err(Error::Internal(format!("cannot read {}: {e}", p.display()))),
     };
-    let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
+    parse(&text, &p.display().to_string())
+}
+
+/// An empty manifest of the current format.
+pub fn empty() -> Manifest {
+    Manifest {
+        format: FORMAT,
+        ..Manifest::default()
+    }
+}
+
+/// Parses a manifest read from `origin` (a file, an etcd key).
+///
+/// # Errors
+/// `Internal` naming `origin` when it is damaged or of another format.
+pub fn parse(bytes: &[u8], origin: &str) -> Result<Manifest> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
         Error::Internal(format!(
-            "keyring manifest {} is damaged ({e}); restore it from backup",
-            p.display()
+            "keyring manifest {origin} is damaged ({e}); restore it from backup"
         ))
     })?;
     if m.format != FORMAT {
         return Err(Error::Internal(format!(
-            "keyring manifest {} has format {}, this custosd reads format {FORMAT}",
-            p.display(),
+            "keyring manifest {origin} has format {}, this custosd reads format {FORMAT}",
             m.format
         )));
     }
     Ok(m)
+}
+
+/// The manifest as stored (pretty JSON).
+///
+/// # Errors
+/// `Internal` when it cannot be serialized.
+pub fn to_bytes(m: &Manifest) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(m)
+        .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))
 }
 
 /// Writes the manifest atomically.
@@ -70,8 +93,7 @@ pub fn store(state_dir: &Path, m: &Manifest) -> Result<()> {
     let p = path(state_dir);
     let tmp = state_dir.join(format!(".keyring.json.{}.tmp", std::process::id()));
     let io = |e: std::io::Error| Error::Internal(format!("writing {}: {e}", p.display()));
-    let bytes = serde_json::to_vec_pretty(m)
-        .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))?;
+    let bytes = to_bytes(m)?;
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()

@@ -15,6 +15,7 @@
 //! Reads take a snapshot `Arc<Manifest>`; writes replace it after the store
 //! accepted the new generation.
 
+pub mod etcd_store;
 pub mod keyset;
 pub mod manifest;
 pub mod policy;
@@ -135,6 +136,8 @@ pub struct Keyring {
     /// Public keys as the device reported them, by (backend, key id): the
     /// only source a manifest's `public` is trusted from.
     device_keys: Mutex<HashMap<(String, String), PublicKey>>,
+    /// How long signing goes on without an answer from a shared store.
+    max_stale: std::sync::OnceLock<i64>,
 }
 
 /// Quotas that keep one keyset admin from filling the device
@@ -196,6 +199,7 @@ impl Keyring {
             limits: std::sync::OnceLock::new(),
             quarantine: Mutex::new(BTreeMap::new()),
             device_keys: Mutex::new(HashMap::new()),
+            max_stale: std::sync::OnceLock::new(),
         };
         if let Some(ks) = m
             .keysets
@@ -572,6 +576,41 @@ impl Keyring {
     /// Sets the quotas (once, at start; the defaults apply until then).
     pub fn set_limits(&self, limits: Limits) {
         let _ = self.limits.set(limits);
+    }
+
+    /// How long (seconds) signing goes on with the last manifest seen while
+    /// a shared store does not answer: a key disabled on another daemon
+    /// would still sign here, so not for ever.
+    pub fn set_max_stale(&self, seconds: i64) {
+        let _ = self.max_stale.set(seconds);
+    }
+
+    /// Woken when the shared store changed (see [`ManifestStore::changes`]).
+    pub fn store_changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.store.changes()
+    }
+
+    /// Seconds since a shared store last answered; `None` for a local store.
+    pub fn store_silence(&self) -> Option<i64> {
+        self.store
+            .last_contact()
+            .map(|t| now().saturating_sub(t).max(0))
+    }
+
+    fn refuse_stale(&self) -> Result<()> {
+        let Some(silence) = self.store_silence() else {
+            return Ok(());
+        };
+        let limit = self.max_stale.get().copied().unwrap_or(3600);
+        if silence > limit {
+            return Err(Error::Unavailable(format!(
+                "the keyring store ({}) has not answered for {silence} s, more than [keyring] \
+                 max_stale ({limit} s): a key disabled on another daemon could still sign here, \
+                 so signing waits until the store is back",
+                self.store.describe()
+            )));
+        }
+        Ok(())
     }
 
     fn limits(&self) -> Limits {
@@ -989,6 +1028,7 @@ impl Keyring {
     /// `NotFound` for an unknown keyset; `FailedPrecondition` when the purpose
     /// is not the keyset's or it has no active key.
     pub fn active_key(&self, name: &str, purpose: Purpose) -> Result<ActiveKey> {
+        self.refuse_stale()?;
         let snap = self.snapshot();
         let ks = snap.keysets.get(name).ok_or_else(|| self.missing(name))?;
         if !ks.purposes.contains(&purpose) {

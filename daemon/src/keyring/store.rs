@@ -41,6 +41,18 @@ pub trait ManifestStore: std::fmt::Debug + Send + Sync {
 
     /// Where the manifest lives, for logs.
     fn describe(&self) -> String;
+
+    /// Woken when another daemon changed the shared manifest (a watch);
+    /// `None` for stores nobody else writes.
+    fn changes(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// Unix time of the last answer from a shared store; `None` for a
+    /// local one (always there).
+    fn last_contact(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// `STATE_DIR/keyring.json`, written atomically.

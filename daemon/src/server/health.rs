@@ -15,6 +15,10 @@ use tonic_health::ServingStatus;
 /// How often backends are probed and the statuses updated.
 const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Seconds without an answer from a shared keyring store before
+/// `custos.keyring` reports NOT_SERVING.
+const STORE_SILENCE: i64 = 5;
+
 /// The health name of backend `name`.
 pub(crate) fn backend_service(name: &str) -> String {
     format!("custos.backend.{name}")
@@ -76,6 +80,16 @@ pub(crate) fn spawn(
             }
             quarantined = now;
             keyring_metrics(&keyring);
+            // A shared store that stopped answering: degraded (signing goes
+            // on until [keyring] max_stale; key administration waits).
+            if let Some(silence) = keyring.store_silence() {
+                let status = if silence > STORE_SILENCE {
+                    ServingStatus::NotServing
+                } else {
+                    ServingStatus::Serving
+                };
+                reporter.set_service_status("custos.keyring", status).await;
+            }
         }
     })
 }
