@@ -39,6 +39,18 @@ struct Backend {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolFigure {
+    backend: String,
+    figure: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceCall {
+    backend: String,
+    alg: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyState {
     keyset: String,
     state: String,
@@ -60,7 +72,7 @@ struct Outcome {
 }
 
 type Seconds = Family<RpcName, Histogram, fn() -> Histogram>;
-type DeviceSeconds = Family<Backend, Histogram, fn() -> Histogram>;
+type DeviceSeconds = Family<DeviceCall, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
     // 100 µs .. ~3.3 s.
@@ -77,6 +89,7 @@ struct Metrics {
     device_timeouts: Family<Backend, Counter>,
     backend_up: Family<Backend, Gauge>,
     backend_threads: Family<Backend, Gauge>,
+    pool: Family<PoolFigure, Gauge>,
     keys: Family<KeyState, Gauge>,
     next_transition: Family<Keyset, Gauge>,
     quarantined: Gauge,
@@ -113,7 +126,7 @@ fn m() -> &'static Metrics {
         let device_seconds: DeviceSeconds = Family::new_with_constructor(latency);
         r.register(
             "custos_device_call_duration_seconds",
-            "Latency of calls into a key device (sign, decrypt, key lookups), by backend",
+            "Latency of signing and decryption calls into a key device, by backend and algorithm",
             device_seconds.clone(),
         );
         let device_timeouts = Family::<Backend, Counter>::default();
@@ -133,6 +146,12 @@ fn m() -> &'static Metrics {
             "custos_backend_calls_in_flight",
             "Device calls running on a backend now (inline and on helper threads)",
             backend_threads.clone(),
+        );
+        let pool = Family::<PoolFigure, Gauge>::default();
+        r.register(
+            "custos_session_pool_sessions",
+            "PKCS#11 session pool by figure: size (the most it opens), open, in_use, waiters",
+            pool.clone(),
         );
         let keys = Family::<KeyState, Gauge>::default();
         r.register(
@@ -200,6 +219,7 @@ fn m() -> &'static Metrics {
             device_timeouts,
             backend_up,
             backend_threads,
+            pool,
             keys,
             next_transition,
             quarantined,
@@ -283,16 +303,38 @@ pub fn rpc(rpc: &str, code: &str, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
-/// One device call on `backend`; `timed_out` when it passed its deadline.
-pub fn device_call(backend: &str, took: Duration, timed_out: bool) {
-    let label = Backend {
-        backend: backend.into(),
-    };
+/// One device call on `backend` with a key of algorithm `alg`; `timed_out`
+/// when it passed its deadline.
+pub fn device_call(backend: &str, alg: &str, took: Duration, timed_out: bool) {
     m().device_seconds
-        .get_or_create(&label)
+        .get_or_create(&DeviceCall {
+            backend: backend.into(),
+            alg: alg.into(),
+        })
         .observe(took.as_secs_f64());
     if timed_out {
-        m().device_timeouts.get_or_create(&label).inc();
+        m().device_timeouts
+            .get_or_create(&Backend {
+                backend: backend.into(),
+            })
+            .inc();
+    }
+}
+
+/// A backend's session pool figures.
+pub fn pool(backend: &str, stats: crate::backend::PoolStats) {
+    for (figure, n) in [
+        ("size", stats.size),
+        ("open", stats.open),
+        ("in_use", stats.in_use),
+        ("waiters", stats.waiters),
+    ] {
+        m().pool
+            .get_or_create(&PoolFigure {
+                backend: backend.into(),
+                figure: figure.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 

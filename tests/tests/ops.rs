@@ -102,7 +102,22 @@ async fn metrics_move_with_the_operations_and_pass_promtool() {
     assert!(!after.contains("no-such-keyset"), "cardinality: {after}");
     assert!(after.contains("custos_build_info{version=\""), "{after}");
     assert!(after.contains("custos_grpc_request_duration_seconds_bucket{"));
-    assert!(after.contains("custos_device_call_duration_seconds_count{backend=\"hsm\"}"));
+    assert!(
+        sample(
+            &after,
+            "custos_device_call_duration_seconds_count{backend=\"hsm\",alg=\"ES256\"}"
+        )
+        .is_some_and(|n| n >= 250.0),
+        "{after}"
+    );
+    assert!(
+        sample(
+            &after,
+            "custos_session_pool_sessions{backend=\"hsm\",figure=\"size\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{after}"
+    );
 
     // promtool (Debian's prometheus package) accepts the exposition.
     for text in [&during, &after] {

@@ -226,6 +226,11 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// Closes idle pooled sessions (so the next login is a real one).
     fn release_sessions(&self) {}
 
+    /// The session pool's figures, for backends that pool sessions.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+
     /// Whether device calls are cheap CPU work in this process (a software
     /// token), best run on the request's own task rather than handed to a
     /// blocking thread. Network and USB HSMs and TPMs say no.
@@ -247,4 +252,17 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// Every Custos key on the device (label `custos:*`), to find orphans:
     /// keys generated but never recorded in the manifest.
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError>;
+}
+
+/// A session pool's figures now (for the metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The most sessions the pool opens.
+    pub size: usize,
+    /// Sessions open (idle or lent).
+    pub open: usize,
+    /// Sessions lent to calls now.
+    pub in_use: usize,
+    /// Calls waiting for a session.
+    pub waiters: usize,
 }

@@ -58,6 +58,9 @@ pub(crate) fn spawn(
                     _ => {}
                 }
                 crate::metrics::backend(name, problem.is_none(), guard.in_flight());
+                if let Some(stats) = guard.backend.pool_stats() {
+                    crate::metrics::pool(name, stats);
+                }
                 let status = if problem.is_none() {
                     ServingStatus::Serving
                 } else {

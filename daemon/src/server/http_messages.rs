@@ -192,7 +192,8 @@ impl SignerService {
         let kid = key.kid.clone();
         let to_sign = signature_base.clone().into_bytes();
         let guard = key.guard.clone();
-        let signature = device(&guard, move || match alg {
+        let key_alg = key.alg;
+        let signature = device(&guard, key_alg, move || match alg {
             HttpAlg::RsaPssSha512 => key.sign_rsa_pss_sha512(&to_sign),
             HttpAlg::EcdsaP256Sha256 | HttpAlg::Ed25519 => key.sign(&to_sign),
         })

@@ -97,8 +97,8 @@ impl SignerService {
             };
             let token = build(&key, &ctx).map_err(to_status)?;
             let kid = key.kid.clone();
-            let guard = key.guard.clone();
-            let (signed, digest) = device(&guard, move || {
+            let (guard, alg) = (key.guard.clone(), key.alg);
+            let (signed, digest) = device(&guard, alg, move || {
                 let jws = jws::sign_jwt(&key, token.typ.as_deref(), token.claims)?;
                 let digest = jws::signing_input_sha256(&jws);
                 match encrypt_to {
@@ -251,8 +251,8 @@ impl Signer for SignerService {
             })
             .collect();
         // One trip to the blocking pool for the whole batch.
-        let guard = key.guard.clone();
-        let results: Vec<Result<String, Error>> = device(&guard, move || {
+        let (guard, alg) = (key.guard.clone(), key.alg);
+        let results: Vec<Result<String, Error>> = device(&guard, alg, move || {
             Ok(tokens
                 .into_iter()
                 .map(|t| t.and_then(|t| jws::sign_jwt(&key, t.typ.as_deref(), t.claims)))
@@ -459,7 +459,7 @@ impl Signer for SignerService {
                 .map_err(to_status)?;
             let (kid, alg, guard) = (key.kid.clone(), key.alg, key.guard.clone());
             let input = req.signing_input.clone();
-            let signature = device(&guard, move || key.sign(input.as_bytes())).await?;
+            let signature = device(&guard, alg, move || key.sign(input.as_bytes())).await?;
             Ok::<_, Status>((signature, kid, alg))
         }
         .await;
@@ -577,8 +577,8 @@ impl Signer for SignerService {
             .map_err(to_status)?;
         let kid = key.kid.clone();
         let jwe_text = req.jwe;
-        let guard = key.guard.clone();
-        let result = device(&guard, move || jwe::decrypt(&key, &jwe_text)).await;
+        let (guard, alg) = (key.guard.clone(), key.alg);
+        let result = device(&guard, alg, move || jwe::decrypt(&key, &jwe_text)).await;
         let (outcome, detail) = match &result {
             Ok(_) => ("ok", None),
             Err(s) => ("error", Some(format!("{:?}", s.code()))),

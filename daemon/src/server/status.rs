@@ -31,6 +31,7 @@ pub(crate) fn to_status(e: Error) -> Status {
 /// backend whose threads are all held that way is refused at once.
 pub(crate) async fn device<T: Send + 'static>(
     guard: &Arc<DeviceGuard>,
+    alg: crate::alg::Algorithm,
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Status> {
     let started = std::time::Instant::now();
@@ -40,7 +41,7 @@ pub(crate) async fn device<T: Send + 'static>(
         on_thread(guard, f).await
     };
     let timed_out = matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable);
-    crate::metrics::device_call(&guard.name, started.elapsed(), timed_out);
+    crate::metrics::device_call(&guard.name, alg.as_str(), started.elapsed(), timed_out);
     result
 }
 

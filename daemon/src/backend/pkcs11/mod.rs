@@ -346,6 +346,10 @@ impl KeyBackend for Pkcs11Backend {
         self.pool.drain();
     }
 
+    fn pool_stats(&self) -> Option<crate::backend::PoolStats> {
+        Some(self.pool.stats())
+    }
+
     fn probe(&self) -> Result<(), BackendError> {
         let mut s = self.pool.get()?;
         s.run("probing the token", |session| session.get_session_info())

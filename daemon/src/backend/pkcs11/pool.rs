@@ -21,6 +21,7 @@ use std::time::Duration;
 struct State {
     idle: Vec<Session>,
     open: usize,
+    waiters: usize,
 }
 
 /// Logged-in sessions on one token, shared by every request.
@@ -113,6 +114,7 @@ impl SessionPool {
             wait,
             state: Mutex::new(State {
                 idle: Vec::new(),
+                waiters: 0,
                 open: 0,
             }),
             freed: Condvar::new(),
@@ -190,10 +192,12 @@ impl SessionPool {
                     self.wait.as_millis()
                 )));
             }
+            state.waiters += 1;
             state = match self.freed.wait_timeout(state, deadline - now) {
                 Ok((s, _)) => s,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            state.waiters = state.waiters.saturating_sub(1);
         }
     }
 
@@ -210,6 +214,17 @@ impl SessionPool {
             session: Some(session),
             broken: true,
         })
+    }
+
+    /// Size, open, lent and waiting, now.
+    pub(super) fn stats(&self) -> crate::backend::PoolStats {
+        let state = self.lock();
+        crate::backend::PoolStats {
+            size: self.size,
+            open: state.open,
+            in_use: state.open.saturating_sub(state.idle.len()),
+            waiters: state.waiters,
+        }
     }
 
     /// Closes every idle session.
