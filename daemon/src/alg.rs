@@ -79,6 +79,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_cli_and_clients_name_exactly_these_algorithms() {
+        let ours: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(ours, custos_proto::ALGORITHMS);
+    }
+
+    #[test]
     fn parses_only_known_asymmetric_algorithms() {
         for a in Algorithm::ALL {
             assert_eq!(a.as_str().parse::<Algorithm>(), Ok(a));

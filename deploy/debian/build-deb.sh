@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 profile=release
+compress=()
 if [ "${1:-}" = "--debug" ]; then
   profile=debug
+  compress=(-Zgzip -z1)   # debug binaries are large; xz would take minutes
 else
   cargo build --release --bins --features custos-daemon/tpm
 fi
@@ -58,5 +60,5 @@ install -m 0755 deploy/debian/postinst "$root/DEBIAN/postinst"
 install -m 0755 deploy/debian/postrm "$root/DEBIAN/postrm"
 
 mkdir -p target/debian
-dpkg-deb --root-owner-group --build "$root" "target/debian/custos_${version}_${arch}.deb" >/dev/null
+dpkg-deb --root-owner-group "${compress[@]}" --build "$root" "target/debian/custos_${version}_${arch}.deb" >/dev/null
 echo "target/debian/custos_${version}_${arch}.deb"

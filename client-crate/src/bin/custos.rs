@@ -35,6 +35,11 @@ struct Cli {
     /// CA certificate (PEM) that issued the daemon's certificate, for --endpoint.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Print results as JSON: keysets, bench figures, doctor reports, and
+    /// verdicts ({valid, reason, detail, keyset, kid, claims} on standard
+    /// output, valid or not); exit codes stay the same.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,18 +86,19 @@ enum Command {
         /// Only this backend.
         #[arg(long)]
         backend: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
-    /// Decrypt a JWE encrypted to a request_object_decryption keyset; prints the plaintext.
+    /// Decrypt a JWE encrypted to a request_object_decryption keyset; writes
+    /// the plaintext byte for byte (no newline added).
     Decrypt {
         /// Keyset name.
         #[arg(long)]
         keyset: String,
-        /// The compact JWE.
+        /// The compact JWE, or `-` (standard input) or `@FILE`.
         #[arg(long)]
         jwe: String,
+        /// Write the plaintext to this file (created with mode 0600) instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -102,18 +108,18 @@ enum KeysetCmd {
     Create {
         /// Keyset name.
         name: String,
-        /// ES256, PS256, EdDSA or RS256.
-        #[arg(long)]
+        /// The algorithm of its keys.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(custos_proto::ALGORITHMS))]
         alg: String,
-        /// Purposes, comma-separated: id_token, jarm, access_token, userinfo,
-        /// request_object, client_assertion, generic.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Purposes, comma-separated (a keyset serves one owner: see the README's security model).
+        #[arg(long, value_delimiter = ',', required = true,
+              value_parser = clap::builder::PossibleValuesParser::new(custos_proto::PURPOSES))]
         purpose: Vec<String>,
         /// Backend name from the daemon's config.
         #[arg(long)]
         backend: Option<String>,
-        /// FAPI profile: fapi2 (default), fapi1-advanced or oidc.
-        #[arg(long)]
+        /// FAPI profile (default fapi2).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(custos_proto::PROFILES))]
         profile: Option<String>,
         /// Issuer (`iss`) every token of this keyset carries.
         #[arg(long)]
@@ -123,18 +129,11 @@ enum KeysetCmd {
         max_lifetime: Option<i64>,
     },
     /// List keysets.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Show one keyset, its versions and transitions, and the next scheduled one.
     Show {
         /// Keyset name.
         name: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Make a new key version: published ahead as pending, or active at once with --now.
     Rotate {
@@ -258,6 +257,9 @@ struct SignHttp {
     /// The signature label (default sig1).
     #[arg(long)]
     label: Option<String>,
+    /// Content-Digest algorithm: sha-256 (default) or sha-512.
+    #[arg(long, value_parser = ["sha-256", "sha-512"])]
+    digest_algorithm: Option<String>,
     /// Scheme for the target URI of a request given in origin form.
     #[arg(long, default_value = "https")]
     scheme: String,
@@ -274,9 +276,6 @@ struct BenchOpts {
     /// Connections the callers share (round robin).
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Print {"ops_per_sec":..,"p50_us":..,"p99_us":..,"errors":..} as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -399,6 +398,9 @@ enum VerifyCmd {
         /// Scheme for the target URI of a request given in origin form.
         #[arg(long, default_value = "https")]
         scheme: String,
+        /// The signature label to verify (default: the one whose tag matches).
+        #[arg(long)]
+        label: Option<String>,
     },
     /// A client's private_key_jwt assertion (AS side); a reused jti is refused.
     ClientAssertion {
@@ -663,13 +665,8 @@ async fn connect(cli: &Target) -> Result<Client, Failure> {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Doctor {
-        config,
-        backend,
-        json,
-    } = &cli.command
-    {
-        return doctor(config, backend.as_deref(), *json);
+    if let Command::Doctor { config, backend } = &cli.command {
+        return doctor(config, backend.as_deref(), cli.json);
     }
     let target = Target {
         socket: cli.socket.clone(),
@@ -707,9 +704,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 active_kid(&ks)
             );
         }
-        Command::Keyset(KeysetCmd::List { json }) => {
+        Command::Keyset(KeysetCmd::List) => {
             let list = client.list_keysets().await?;
-            if json {
+            if cli.json {
                 print_json(&serde_json::Value::Array(
                     list.iter().map(keyset_json).collect(),
                 ));
@@ -730,9 +727,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Keyset(KeysetCmd::Show { name, json }) => {
+        Command::Keyset(KeysetCmd::Show { name }) => {
             let ks = client.get_keyset(&name).await?;
-            if json {
+            if cli.json {
                 print_json(&keyset_json(&ks));
             } else {
                 println!("keyset   {}", ks.name);
@@ -888,7 +885,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     components: a.components,
                     tag: a.tag.unwrap_or_default(),
                     label: a.label.unwrap_or_default(),
-                    digest_algorithm: String::new(),
+                    digest_algorithm: a.digest_algorithm.clone().unwrap_or_default(),
                 })
                 .await?;
             let mut extra = Vec::new();
@@ -934,6 +931,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Failure { code: 1, message } => Failure { code: 2, message },
                 other => other,
             })?;
+            if cli.json {
+                let claims: Option<serde_json::Value> =
+                    serde_json::from_str(&verdict.claims_json).ok();
+                print_json(&json!({
+                    "valid": verdict.valid,
+                    "reason": (!verdict.reason.is_empty()).then_some(&verdict.reason),
+                    "detail": (!verdict.detail.is_empty()).then_some(&verdict.detail),
+                    "keyset": (!verdict.keyset.is_empty()).then_some(&verdict.keyset),
+                    "kid": (!verdict.kid.is_empty()).then_some(&verdict.kid),
+                    "claims": claims,
+                }));
+                return if verdict.valid {
+                    Ok(())
+                } else {
+                    Err(Failure {
+                        code: 1,
+                        message: String::new(),
+                    })
+                };
+            }
             if !verdict.valid {
                 return Err(Failure {
                     code: 1,
@@ -945,11 +962,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print_json(&claims);
         }
         // Handled before connecting; kept total without a panic.
-        Command::Doctor {
-            config,
-            backend,
-            json,
-        } => doctor(&config, backend.as_deref(), json)?,
+        Command::Doctor { config, backend } => doctor(&config, backend.as_deref(), cli.json)?,
         Command::Metadata { keyset } => {
             let all = client.list_keysets().await?;
             let chosen: Vec<&proto::Keyset> = all
@@ -1021,7 +1034,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 std::time::Duration::from_secs(opts.duration),
             )
             .await;
-            if opts.json {
+            if cli.json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
                 println!(
@@ -1036,14 +1049,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 });
             }
         }
-        Command::Decrypt { keyset, jwe } => {
-            let out = client.decrypt_jwe(&keyset, &jwe).await?;
+        Command::Decrypt {
+            keyset,
+            jwe,
+            output,
+        } => {
+            let out = client.decrypt_jwe(&keyset, &secret_input(jwe)?).await?;
             use std::io::Write;
-            let mut stdout = std::io::stdout();
-            stdout
-                .write_all(&out.plaintext)
-                .and_then(|()| stdout.write_all(b"\n"))
-                .map_err(|e| usage(format!("cannot write the plaintext: {e}")))?;
+            match output {
+                Some(path) => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .and_then(|mut f| f.write_all(&out.plaintext))
+                        .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
+                }
+                None => {
+                    let mut stdout = std::io::stdout();
+                    stdout
+                        .write_all(&out.plaintext)
+                        .and_then(|()| stdout.flush())
+                        .map_err(|e| usage(format!("cannot write the plaintext: {e}")))?;
+                }
+            }
         }
     }
     Ok(())
@@ -1142,6 +1174,24 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// A token, proof or JWE given on the command line: `-` reads standard
+/// input, `@FILE` reads the file (so secrets stay out of `ps` and shell
+/// history); anything else is the value itself. Surrounding whitespace is
+/// dropped.
+fn secret_input(value: String) -> Result<String, Failure> {
+    let text = if value == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| usage(format!("cannot read standard input: {e}")))?;
+        s
+    } else if let Some(path) = value.strip_prefix('@') {
+        std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read {path}: {e}")))?
+    } else {
+        return Ok(value);
+    };
+    Ok(text.trim().to_string())
+}
+
 fn read_file(path: &PathBuf) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))
 }
@@ -1165,7 +1215,7 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
                         .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?,
                 )),
                 (None, Some(proof)) => Some(Binding::Dpop(proto::DpopProof {
-                    proof,
+                    proof: secret_input(proof)?,
                     htm: htm.unwrap_or_default(),
                     htu: htu.unwrap_or_default(),
                 })),
@@ -1173,7 +1223,7 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
             };
             client
                 .verify_access_token(proto::VerifyAccessTokenRequest {
-                    token,
+                    token: secret_input(token)?,
                     issuer: issuer.unwrap_or_default(),
                     audience: audience.unwrap_or_default(),
                     binding,
@@ -1195,7 +1245,7 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
             };
             client
                 .verify_jws(proto::VerifyJwsRequest {
-                    token,
+                    token: secret_input(token)?,
                     keys: Some(keys),
                     typ: typ.unwrap_or_default(),
                 })
@@ -1210,7 +1260,7 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
         } => {
             client
                 .verify_request_object(proto::VerifyRequestObjectRequest {
-                    token,
+                    token: secret_input(token)?,
                     jwks_json: read_file(&jwks)?,
                     client_id,
                     issuer,
@@ -1227,6 +1277,7 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
             require,
             tag,
             scheme,
+            label,
         } => {
             use proto::verify_http_message_request::Keys;
             let keys = match (keyset, jwks) {
@@ -1247,7 +1298,7 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
                     max_age_seconds: max_age.unwrap_or_default(),
                     required_components: require,
                     tag: tag.unwrap_or_default(),
-                    label: String::new(),
+                    label: label.unwrap_or_default(),
                 })
                 .await?
         }
@@ -1259,7 +1310,7 @@ async fn verify(client: &Client, cmd: VerifyCmd) -> Result<proto::Verdict, Failu
         } => {
             client
                 .verify_client_assertion(proto::VerifyClientAssertionRequest {
-                    token,
+                    token: secret_input(token)?,
                     jwks_json: read_file(&jwks)?,
                     client_id,
                     audiences: audience,
@@ -1327,7 +1378,9 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("custos: {}", f.message);
+            if !f.message.is_empty() {
+                eprintln!("custos: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }

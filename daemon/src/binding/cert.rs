@@ -40,7 +40,13 @@ pub fn parse(input: &[u8]) -> Result<Vec<u8>> {
         } else {
             text.to_string()
         };
-        pem_body(&text).ok_or_else(|| bad("no PEM CERTIFICATE block"))?
+        pem_body(&text).ok_or_else(|| {
+            bad(if text.contains("-----BEGIN CERTIFICATE-----") {
+                "the PEM CERTIFICATE block's body is not base64"
+            } else {
+                "no PEM CERTIFICATE block (-----BEGIN CERTIFICATE-----)"
+            })
+        })?
     };
     match x509_parser::parse_x509_certificate(&der) {
         Ok((&[], _)) => Ok(der),

@@ -100,12 +100,15 @@ pub fn check_proof(
     let Some(jti) = text("jti").filter(|j| !j.is_empty()) else {
         return Err(bad("proof has no jti"));
     };
-    if text("htm") != Some(req.htm) {
-        return Err(bad(format!(
-            "htm {:?} is not the request method {:?}",
-            text("htm"),
-            req.htm
-        )));
+    match text("htm") {
+        Some(htm) if htm == req.htm => {}
+        Some(htm) => {
+            return Err(bad(format!(
+                "proof htm \"{htm}\" is not the request method \"{}\"",
+                req.htm
+            )))
+        }
+        None => return Err(bad("proof has no htm (the HTTP method it was made for)")),
     }
     let want =
         normalize_htu(req.htu).ok_or_else(|| bad("the request URL is not an http(s) URL"))?;

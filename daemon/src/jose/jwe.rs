@@ -160,10 +160,15 @@ pub fn decrypt(key: &ActiveKey, jwe: &str) -> Result<(Vec<u8>, Value)> {
         .ok_or_else(|| invalid("the JWE header is not base64url JSON"))?;
     match header.get("alg").and_then(Value::as_str) {
         Some("RSA-OAEP-256") => {}
-        other => {
+        Some(other) => {
             return Err(invalid(format!(
-                "JWE alg {other:?} refused: this keyset accepts only RSA-OAEP-256"
+                "JWE alg \"{other}\" refused: this keyset accepts only RSA-OAEP-256"
             )))
+        }
+        None => {
+            return Err(invalid(
+                "the JWE header has no alg: this keyset accepts only RSA-OAEP-256",
+            ))
         }
     }
     if let Some(zip) = header.get("zip") {

@@ -89,7 +89,15 @@ pub fn parse(token: &str) -> Result<Parsed, Invalid> {
         _ => {
             return Err(invalid(
                 Reason::AlgNotAllowed,
-                format!("alg {alg_name:?} is not accepted (only ES256, PS256, EdDSA, RS256)"),
+                format!(
+                    "alg \"{alg_name}\" is not accepted (only {})",
+                    Algorithm::ALL
+                        .iter()
+                        .filter(|a| Algorithm::is_signing(**a))
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ))
         }
     };

@@ -483,3 +483,18 @@ mod tests {
             .contains("id_token"));
     }
 }
+
+#[cfg(test)]
+mod vocabulary_tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_and_clients_name_exactly_these_purposes_and_profiles() {
+        let purposes: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(purposes, custos_proto::PURPOSES);
+        for p in custos_proto::PROFILES {
+            let parsed: Profile = p.parse().expect("a known profile");
+            assert_eq!(parsed.as_str(), *p);
+        }
+    }
+}
