@@ -316,3 +316,21 @@ async fn refusals_name_fields_and_values_without_debug_text() {
     assert!(text(&out).contains("body is not base64"), "{}", text(&out));
     readable(&out);
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_same_definition() {
+    let sock = std::path::Path::new("/nonexistent.sock");
+    let bash = custos_e2e::run_cli(sock, &["completions", "bash"], None);
+    assert!(bash.status.success(), "{}", text(&bash));
+    let script = String::from_utf8_lossy(&bash.stdout);
+    for flag in ["--digest-algorithm", "--json", "--output"] {
+        assert!(script.contains(flag), "{flag} missing from the completions");
+    }
+    let man = custos_e2e::run_cli(sock, &["man"], None);
+    assert!(man.status.success(), "{}", text(&man));
+    assert!(
+        String::from_utf8_lossy(&man.stdout).starts_with(".ie"),
+        "roff"
+    );
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH custos"));
+}

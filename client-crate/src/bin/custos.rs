@@ -87,6 +87,13 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of custos.
+    Man,
     /// Decrypt a JWE encrypted to a request_object_decryption keyset; writes
     /// the plaintext byte for byte (no newline added).
     Decrypt {
@@ -668,6 +675,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Doctor { config, backend } = &cli.command {
         return doctor(config, backend.as_deref(), cli.json);
     }
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "custos",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
+    if let Command::Man = &cli.command {
+        use clap::CommandFactory;
+        return clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| usage(format!("cannot write the man page: {e}")));
+    }
     let target = Target {
         socket: cli.socket.clone(),
         endpoint: cli.endpoint.clone(),
@@ -963,6 +986,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         // Handled before connecting; kept total without a panic.
         Command::Doctor { config, backend } => doctor(&config, backend.as_deref(), cli.json)?,
+        Command::Completions { .. } | Command::Man => {}
         Command::Metadata { keyset } => {
             let all = client.list_keysets().await?;
             let chosen: Vec<&proto::Keyset> = all
