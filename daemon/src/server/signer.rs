@@ -113,34 +113,54 @@ impl SignerService {
             Ok::<_, Status>((signed, digest, kid))
         }
         .await;
+        let result = result.map(|(signed, digest, kid)| ((signed, kid.clone()), kid, Some(digest)));
+        let (token, kid) = self
+            .audited(&caller, operation, keyset, purpose, None, result)
+            .await?;
+        Ok(Response::new(pb::SignedToken {
+            token,
+            kid,
+            encrypted,
+        }))
+    }
+
+    /// Writes the audit line of a signing call, `ok` with its kid and input
+    /// digest or `error` with the status code (and `digest_on_error`, when
+    /// the input was known), and passes the result on; a success whose line
+    /// cannot be written fails.
+    async fn audited<T>(
+        &self,
+        caller: &Caller,
+        operation: &'static str,
+        keyset: &str,
+        purpose: Purpose,
+        digest_on_error: Option<String>,
+        result: Result<(T, String, Option<String>), Status>,
+    ) -> Result<T, Status> {
         match result {
-            Ok((signed, digest, kid)) => {
+            Ok((value, kid, digest)) => {
                 self.audit(
-                    &caller,
+                    caller,
                     operation,
                     keyset,
                     Some(&kid),
                     purpose,
-                    Some(digest),
+                    digest,
                     "ok",
                     None,
                 )
                 .await?;
-                Ok(Response::new(pb::SignedToken {
-                    token: signed,
-                    kid,
-                    encrypted,
-                }))
+                Ok(value)
             }
             Err(status) => {
                 let code = format!("{:?}", status.code());
                 self.audit(
-                    &caller,
+                    caller,
                     operation,
                     keyset,
                     None,
                     purpose,
-                    None,
+                    digest_on_error,
                     "error",
                     Some(&code),
                 )
@@ -463,41 +483,24 @@ impl Signer for SignerService {
             Ok::<_, Status>((signature, kid, alg))
         }
         .await;
-        match result {
-            Ok((signature, kid, alg)) => {
-                self.audit(
-                    &caller,
-                    "sign_jws_input",
-                    &req.keyset,
-                    Some(&kid),
-                    purpose,
-                    Some(digest),
-                    "ok",
-                    None,
-                )
-                .await?;
-                Ok(Response::new(pb::SignJwsInputResponse {
-                    signature,
-                    kid,
-                    alg: alg.as_str().to_string(),
-                }))
-            }
-            Err(status) => {
-                let code = format!("{:?}", status.code());
-                self.audit(
-                    &caller,
-                    "sign_jws_input",
-                    &req.keyset,
-                    None,
-                    purpose,
-                    Some(digest),
-                    "error",
-                    Some(&code),
-                )
-                .await?;
-                Err(status)
-            }
-        }
+        let result = result.map(|(signature, kid, alg)| {
+            let reply = pb::SignJwsInputResponse {
+                signature,
+                kid: kid.clone(),
+                alg: alg.as_str().to_string(),
+            };
+            (reply, kid, Some(digest.clone()))
+        });
+        self.audited(
+            &caller,
+            "sign_jws_input",
+            &req.keyset,
+            purpose,
+            Some(digest.clone()),
+            result,
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn sign_http_message(
