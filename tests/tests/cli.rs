@@ -159,6 +159,22 @@ async fn decrypt_writes_the_plaintext_byte_for_byte_and_names_a_bad_alg_plainly(
         std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777,
         0o600
     );
+    // A tampered ciphertext: an authentication failure, said so.
+    let mut parts: Vec<String> = sealed.split('.').map(String::from).collect();
+    let mut ct = parts[3].clone().into_bytes();
+    ct[0] = if ct[0] == b'A' { b'B' } else { b'A' };
+    parts[3] = String::from_utf8(ct).expect("ascii");
+    let out = d.cli(
+        &["decrypt", "--keyset", "as-enc", "--jwe", "-"],
+        Some(&parts.join(".")),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("does not authenticate"),
+        "{}",
+        text(&out)
+    );
+    readable(&out);
     // A JWE with alg RSA1_5: refused, said plainly.
     let rsa1_5 = jwe::encrypt_rsa_oaep_256(b"x", jwk, "RSA1_5");
     let out = d.cli(
@@ -294,6 +310,29 @@ async fn refusals_name_fields_and_values_without_debug_text() {
         text(&out)
     );
     readable(&out);
+    // An HS256 "proof": DPoP's own list of algorithms.
+    let hs = custos_e2e::sign::hs256_with(&proof, b"0123456789abcdef0123456789abcdef");
+    let out = d.cli(
+        &[
+            "verify",
+            "access-token",
+            "--token",
+            &at,
+            "--dpop",
+            &hs,
+            "--htm",
+            "GET",
+            "--htu",
+            "https://rs.bank/accounts",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not allowed for DPoP (only ES256, PS256, EdDSA)"),
+        "{}",
+        text(&out)
+    );
     // A garbage PEM certificate body.
     let pem = hsm.dir.path().join("bad.pem");
     std::fs::write(
@@ -333,4 +372,48 @@ fn completions_and_the_man_page_come_from_the_same_definition() {
         "roff"
     );
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH custos"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_and_key_changes_print_json_with_the_global_flag() {
+    let hsm = Hsm::new();
+    let d = Daemon::start(&hsm).await;
+    let out = d.cli(
+        &[
+            "keyset",
+            "create",
+            "gen",
+            "--alg",
+            "ES256",
+            "--purpose",
+            "generic",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ks: Value = serde_json::from_slice(&out.stdout).expect("keyset JSON");
+    let kid = ks["versions"][0]["kid"].as_str().expect("kid").to_string();
+    let out = d.cli(
+        &[
+            "sign",
+            "jwt",
+            "--keyset",
+            "gen",
+            "--purpose",
+            "generic",
+            "--json",
+        ],
+        Some("{\"a\":1}"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let signed: Value = serde_json::from_slice(&out.stdout).expect("signed JSON");
+    assert_eq!(signed["kid"], kid.as_str());
+    assert_eq!(
+        signed["token"].as_str().map(|t| t.split('.').count()),
+        Some(3)
+    );
+    let out = d.cli(&["keyset", "rotate", "gen", "--now", "--json"], None);
+    let ks: Value = serde_json::from_slice(&out.stdout).expect("rotated JSON");
+    assert_eq!(ks["versions"].as_array().map(Vec::len), Some(2));
 }

@@ -597,6 +597,24 @@ fn keyset_json(ks: &proto::Keyset) -> serde_json::Value {
     })
 }
 
+/// A keyset after a change: one line for a person, the keyset with `--json`.
+fn changed(json: bool, ks: &proto::Keyset, line: &str) {
+    if json {
+        print_json(&keyset_json(ks));
+    } else {
+        println!("{line}");
+    }
+}
+
+/// A signed token: the compact token alone, or with `--json` `{token, kid, encrypted}`.
+fn print_signed(json: bool, t: &proto::SignedToken) {
+    if json {
+        print_json(&json!({"token": t.token, "kid": t.kid, "encrypted": t.encrypted}));
+    } else {
+        println!("{}", t.token);
+    }
+}
+
 fn print_json(v: &serde_json::Value) {
     println!(
         "{}",
@@ -720,12 +738,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     max_token_lifetime: max_lifetime,
                 })
                 .await?;
-            println!(
-                "created keyset {} ({}), kid {}",
-                ks.name,
-                ks.alg,
-                active_kid(&ks)
-            );
+            if cli.json {
+                print_json(&keyset_json(&ks));
+            } else {
+                println!(
+                    "created keyset {} ({}), kid {}",
+                    ks.name,
+                    ks.alg,
+                    active_kid(&ks)
+                );
+            }
         }
         Command::Keyset(KeysetCmd::List) => {
             let list = client.list_keysets().await?;
@@ -790,19 +812,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let ks = client.rotate(&name, now).await?;
             let newest = ks.versions.last().map_or("-", |v| v.kid.as_str());
             let state = ks.versions.last().map_or("-", |v| v.state.as_str());
-            println!("{name}: new key {newest} is {state}");
+            changed(
+                cli.json,
+                &ks,
+                &format!("{name}: new key {newest} is {state}"),
+            );
         }
         Command::Keyset(KeysetCmd::Activate { name, kid }) => {
-            client.activate(&name, &kid).await?;
-            println!("{name}: {kid} is active");
+            let ks = client.activate(&name, &kid).await?;
+            changed(cli.json, &ks, &format!("{name}: {kid} is active"));
         }
         Command::Keyset(KeysetCmd::Retire { name, kid }) => {
-            client.retire(&name, &kid).await?;
-            println!("{name}: {kid} is retired");
+            let ks = client.retire(&name, &kid).await?;
+            changed(cli.json, &ks, &format!("{name}: {kid} is retired"));
         }
         Command::Keyset(KeysetCmd::Disable { name, kid }) => {
-            client.disable(&name, &kid).await?;
-            println!("{name}: {kid} is disabled");
+            let ks = client.disable(&name, &kid).await?;
+            changed(cli.json, &ks, &format!("{name}: {kid} is disabled"));
         }
         Command::Keyset(KeysetCmd::Destroy { name, kid, yes }) => {
             if !yes {
@@ -810,8 +836,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "destroying {kid} cannot be undone; add --yes to confirm"
                 )));
             }
-            client.destroy(&name, &kid, true).await?;
-            println!("{name}: {kid} is destroyed");
+            let ks = client.destroy(&name, &kid, true).await?;
+            changed(cli.json, &ks, &format!("{name}: {kid} is destroyed"));
         }
         Command::Keyset(KeysetCmd::Policy {
             name,
@@ -845,7 +871,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let signed = client
                 .sign_jwt(&a.keyset, &a.purpose, a.typ.as_deref(), &claims)
                 .await?;
-            println!("{}", signed.jws);
+            if cli.json {
+                print_json(&json!({"token": signed.jws, "kid": signed.kid}));
+            } else {
+                println!("{}", signed.jws);
+            }
         }
         Command::Sign(SignCmd::IdToken(a)) => {
             let req = proto::SignIdTokenRequest {
@@ -858,7 +888,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 auth_req_id: a.auth_req_id.unwrap_or_default(),
                 refresh_token: a.refresh_token.unwrap_or_default(),
             };
-            println!("{}", client.sign_id_token(req).await?.token);
+            print_signed(cli.json, &client.sign_id_token(req).await?);
         }
         Command::Sign(SignCmd::Jarm(a)) => {
             let req = proto::SignJarmResponseRequest {
@@ -869,7 +899,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 issuer: a.issuer.unwrap_or_default(),
                 encrypt_to: encryption(&a.encrypt)?,
             };
-            println!("{}", client.sign_jarm_response(req).await?.token);
+            print_signed(cli.json, &client.sign_jarm_response(req).await?);
         }
         Command::Sign(SignCmd::RequestObject(a)) => {
             let req = proto::SignRequestObjectRequest {
@@ -878,7 +908,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 lifetime_seconds: a.lifetime.unwrap_or_default(),
                 kind: a.kind.unwrap_or_default(),
             };
-            println!("{}", client.sign_request_object(req).await?.token);
+            print_signed(cli.json, &client.sign_request_object(req).await?);
         }
         Command::Sign(SignCmd::Introspection(a)) => {
             let req = proto::SignIntrospectionResponseRequest {
@@ -888,7 +918,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 issuer: a.issuer.unwrap_or_default(),
                 encrypt_to: encryption(&a.encrypt)?,
             };
-            println!("{}", client.sign_introspection_response(req).await?.token);
+            print_signed(cli.json, &client.sign_introspection_response(req).await?);
         }
         Command::Sign(SignCmd::Http(a)) => {
             let raw = http_message(a.message.as_ref())?;
@@ -929,7 +959,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 audience: a.audience,
                 lifetime_seconds: a.lifetime.unwrap_or_default(),
             };
-            println!("{}", client.sign_client_assertion(req).await?.token);
+            print_signed(cli.json, &client.sign_client_assertion(req).await?);
         }
         Command::Sign(SignCmd::AccessToken(a)) => {
             use proto::sign_access_token_request::Binding;
@@ -946,7 +976,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 claims_json: read_input(a.claims.as_ref())?,
                 binding,
             };
-            println!("{}", client.sign_access_token(req).await?.token);
+            print_signed(cli.json, &client.sign_access_token(req).await?);
         }
         Command::Verify(cmd) => {
             let verdict = verify(&client, cmd).await.map_err(|e| match e {

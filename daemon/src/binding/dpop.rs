@@ -77,7 +77,13 @@ pub fn check_proof(
     now: i64,
     rules: DpopRules,
 ) -> Result<CheckedProof, Invalid> {
-    let proof = verify::parse(req.proof).map_err(|e| bad(format!("proof: {}", e.detail)))?;
+    let proof = verify::parse(req.proof).map_err(|e| {
+        if e.reason == crate::verdict::Reason::AlgNotAllowed {
+            bad("proof alg is not allowed for DPoP (only ES256, PS256, EdDSA)")
+        } else {
+            bad(format!("proof: {}", e.detail))
+        }
+    })?;
     if !matches!(
         proof.alg,
         Algorithm::ES256 | Algorithm::PS256 | Algorithm::EdDSA

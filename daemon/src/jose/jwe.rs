@@ -209,6 +209,15 @@ pub fn decrypt(key: &ActiveKey, jwe: &str) -> Result<(Vec<u8>, Value)> {
             .lock()
             .ok()
             .and_then(|mut f| f.take())
-            .unwrap_or_else(|| invalid(format!("the JWE does not decrypt: {e}")))),
+            .unwrap_or_else(|| {
+                // The encrypted key was good (a failure there is recorded
+                // above), so what failed is the content: its authentication
+                // tag does not match the ciphertext, header and IV.
+                tracing::info!(error = %e, "JWE content rejected");
+                invalid(
+                    "the JWE does not authenticate: its ciphertext, IV, tag or protected header \
+                     was changed, or it was not made with this content key",
+                )
+            })),
     }
 }
