@@ -505,70 +505,165 @@ async fn sighup_changes_access_rules_and_tls_under_load_and_refuses_a_broken_con
     assert_eq!(outcomes.get("error"), Some(&2), "{lines:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_lines_reach_syslog_and_the_journal_and_a_lost_sink_refuses_signing() {
-    for sink in ["syslog", "journal"] {
-        let hsm = Hsm::new();
-        let path = hsm.dir.path().join(format!("{sink}.sock"));
-        let rx = std::os::unix::net::UnixDatagram::bind(&path).expect("sink socket");
-        rx.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let d = Daemon::start_with(
-            &hsm,
-            DaemonConfig {
-                extra_toml: format!(
-                    "\n[audit]\nsink = \"{sink}\"\nsocket = \"{}\"\nwrite_timeout = \"1s\"\n",
-                    path.display()
-                ),
-                ..DaemonConfig::default()
-            },
+/// A real rsyslogd (Debian's rsyslog) listening on its own socket, writing
+/// the fields it parsed from each message (RFC 5424) to a file.
+struct Rsyslog {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    out: std::path::PathBuf,
+}
+
+impl Rsyslog {
+    fn start(dir: &Path) -> Self {
+        let socket = dir.join("log.sock");
+        let out = dir.join("syslog.out");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{d}\")\nmodule(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+                 input(type=\"imuxsock\" Socket=\"{s}\" UseSpecialParser=\"off\" ParseHostname=\"on\")\n\
+                 template(name=\"fields\" type=\"string\" string=\"%syslogfacility-text%|%syslogseverity-text%|%app-name%|%msgid%|%msg%\\n\")\n\
+                 *.* action(type=\"omfile\" file=\"{o}\" template=\"fields\")\n",
+                d = dir.display(),
+                s = socket.display(),
+                o = out.display()
+            ),
         )
-        .await;
-        let c = d.client().await;
-        c.create_keyset(spec("gen", "ES256", &["generic"]))
-            .await
-            .expect("create");
-        c.sign_jwt("gen", "generic", None, "{}")
-            .await
-            .expect("sign");
-        let mut buf = vec![0u8; 65536];
-        let signed = loop {
-            let n = rx.recv(&mut buf).expect("an audit datagram");
-            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-            if msg.contains("\"operation\":\"sign_jwt\"") {
-                break msg;
-            }
-        };
-        let json = if sink == "syslog" {
-            // RFC 5424: <PRI>VERSION TIMESTAMP HOST APP PROCID MSGID SD MSG
-            let parts: Vec<&str> = signed.splitn(8, ' ').collect();
-            assert_eq!(parts[0], "<86>1", "{signed}");
-            assert_eq!((parts[3], parts[5], parts[6]), ("custosd", "audit", "-"));
-            parts[7].to_string()
-        } else {
-            assert!(signed.contains("\nSYSLOG_IDENTIFIER=custosd\n"), "{signed}");
-            assert!(signed.contains("\nCUSTOS_AUDIT=1\n"), "{signed}");
-            signed
-                .lines()
-                .find_map(|l| l.strip_prefix("MESSAGE="))
-                .expect("MESSAGE=")
-                .to_string()
-        };
-        let line: serde_json::Value = serde_json::from_str(&json).expect("the same JSON line");
-        assert_eq!(
-            (line["keyset"].as_str(), line["outcome"].as_str()),
-            (Some("gen"), Some("ok"))
-        );
-        // required = true: with the sink gone, nothing is signed unrecorded.
-        drop(rx);
-        std::fs::remove_file(&path).expect("rm");
-        let refused = c.sign_jwt("gen", "generic", None, "{}").await;
-        assert_eq!(
-            refused.expect_err("no sink").status().map(|s| s.code()),
-            Some(tonic::Code::Unavailable),
-            "{sink}"
-        );
+        .expect("rsyslog.conf");
+        let child = Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rsyslogd (apt-get install rsyslog)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not open its socket"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, socket, out }
     }
+
+    /// The first line rsyslogd wrote that contains `needle`.
+    fn line_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd wrote no {needle:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn daemon_with_sink(hsm: &Hsm, sink: &str, socket: &Path) -> (Daemon, Client) {
+    let d = Daemon::start_with(
+        hsm,
+        DaemonConfig {
+            extra_toml: format!(
+                "\n[audit]\nsink = \"{sink}\"\nsocket = \"{}\"\nwrite_timeout = \"1s\"\n",
+                socket.display()
+            ),
+            ..DaemonConfig::default()
+        },
+    )
+    .await;
+    let c = d.client().await;
+    c.create_keyset(spec("gen", "ES256", &["generic"]))
+        .await
+        .expect("create");
+    c.sign_jwt("gen", "generic", None, "{}")
+        .await
+        .expect("sign");
+    (d, c)
+}
+
+async fn refused_without_sink(c: &Client, what: &str) {
+    let refused = c.sign_jwt("gen", "generic", None, "{}").await;
+    assert_eq!(
+        refused.expect_err("no sink").status().map(|s| s.code()),
+        Some(tonic::Code::Unavailable),
+        "{what}"
+    );
+}
+
+fn audit_json(text: &str) -> serde_json::Value {
+    let line: serde_json::Value = serde_json::from_str(text).expect("the same JSON line");
+    assert_eq!(
+        (line["keyset"].as_str(), line["outcome"].as_str()),
+        (Some("gen"), Some("ok"))
+    );
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_reach_a_real_rsyslogd_and_signing_stops_when_it_goes() {
+    let hsm = Hsm::new();
+    let rsyslog = Rsyslog::start(hsm.dir.path());
+    let (_d, c) = daemon_with_sink(&hsm, "syslog", &rsyslog.socket).await;
+    // rsyslogd parsed the RFC 5424 header: facility, severity, APP-NAME, MSGID.
+    let line = rsyslog.line_with("\"operation\":\"sign_jwt\"");
+    let fields: Vec<&str> = line.splitn(5, '|').collect();
+    assert_eq!(
+        &fields[..4],
+        ["authpriv", "info", "custosd", "audit"],
+        "{line}"
+    );
+    audit_json(fields[4].trim());
+    // required = true: with rsyslogd gone, nothing is signed unrecorded.
+    let socket = rsyslog.socket.clone();
+    drop(rsyslog);
+    let _ = std::fs::remove_file(&socket);
+    refused_without_sink(&c, "syslog").await;
+}
+
+/// The journal's native protocol, received on a datagram socket of the test's
+/// own (no journald runs in this container): the fields and the same JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_in_the_journal_protocol_and_a_lost_journal_refuses_signing() {
+    let hsm = Hsm::new();
+    let path = hsm.dir.path().join("journal.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&path).expect("sink socket");
+    rx.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let (_d, c) = daemon_with_sink(&hsm, "journal", &path).await;
+    let mut buf = vec![0u8; 65536];
+    let signed = loop {
+        let n = rx.recv(&mut buf).expect("an audit datagram");
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        if msg.contains("\"operation\":\"sign_jwt\"") {
+            break msg;
+        }
+    };
+    assert!(signed.contains("\nSYSLOG_IDENTIFIER=custosd\n"), "{signed}");
+    assert!(signed.contains("\nCUSTOS_AUDIT=1\n"), "{signed}");
+    let message = signed
+        .lines()
+        .find_map(|l| l.strip_prefix("MESSAGE="))
+        .expect("MESSAGE=");
+    audit_json(message);
+    drop(rx);
+    std::fs::remove_file(&path).expect("rm");
+    refused_without_sink(&c, "journal").await;
 }
 
 /// The example dashboard queries only metrics custosd exports.
