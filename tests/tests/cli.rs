@@ -220,6 +220,20 @@ async fn sign_http_takes_the_digest_algorithm_and_verify_http_the_label() {
             .starts_with("content-digest: sha-512=:")),
         "{signed}"
     );
+    let json = d.cli(
+        &[
+            "sign", "http", "--keyset", "rs-http", "--label", "custos", "--json",
+        ],
+        Some(request),
+    );
+    let fields: Value = serde_json::from_slice(&json.stdout).expect("signature JSON");
+    assert_eq!(fields["label"], "custos");
+    assert!(
+        fields["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("custos=:")),
+        "{fields}"
+    );
     let file = hsm.dir.path().join("signed.http");
     std::fs::write(&file, &signed).expect("write");
     let path = file.display().to_string();

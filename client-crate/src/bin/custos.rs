@@ -941,6 +941,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     digest_algorithm: a.digest_algorithm.clone().unwrap_or_default(),
                 })
                 .await?;
+            if cli.json {
+                print_json(&json!({
+                    "signature_input": signed.signature_input,
+                    "signature": signed.signature,
+                    "content_digest": (!signed.content_digest.is_empty()).then_some(&signed.content_digest),
+                    "label": signed.label,
+                    "kid": signed.kid,
+                    "alg": signed.alg,
+                }));
+                return Ok(());
+            }
             let mut extra = Vec::new();
             if !signed.content_digest.is_empty() {
                 extra.push(("Content-Digest", signed.content_digest.as_str()));
