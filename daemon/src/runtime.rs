@@ -406,7 +406,13 @@ fn spawn_background(
         refresh_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let changes = keyring.store_changes();
+        // A keyset quarantined because its device did not show a key yet
+        // (another daemon's new key, a replicating HSM cluster) is screened
+        // again every 250 ms, not only at the next refresh.
+        let mut recheck_timer = tokio::time::interval(Duration::from_millis(250));
+        recheck_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let quarantined = !keyring.quarantined().is_empty();
             let changed = async {
                 match &changes {
                     Some(n) => n.notified().await,
@@ -417,6 +423,7 @@ fn spawn_background(
                 _ = refresh_timer.tick() => false,
                 _ = tick_timer.tick() => true,
                 () = changed => false,
+                _ = recheck_timer.tick(), if quarantined => false,
             };
             let k = keyring.clone();
             match tokio::task::spawn_blocking(move || k.refresh()).await {

@@ -278,7 +278,17 @@ impl KeyBackend for Pkcs11Backend {
     fn load(&self, key: &KeyRef, alg: Algorithm) -> Result<PublicKey, BackendError> {
         self.settings(alg)?;
         let mut s = self.pool.get()?;
-        let (private, public) = keys::find(&mut s, key, alg)?;
+        let (private, public) = match keys::find(&mut s, key, alg) {
+            // A key another process just generated may not show in a
+            // long-lived session yet (SoftHSM2 shares a token between
+            // processes that way): ask once more in a new session.
+            Err(BackendError::KeyNotFound(_)) => {
+                drop(s);
+                let mut fresh = self.pool.fresh()?;
+                keys::find(&mut fresh, key, alg)?
+            }
+            other => other?,
+        };
         self.remember(key, private);
         Ok(public)
     }
