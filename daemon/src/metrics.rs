@@ -132,7 +132,7 @@ fn m() -> &'static Metrics {
         let device_timeouts = Family::<Backend, Counter>::default();
         r.register(
             "custos_device_call_timeouts",
-            "Device calls that passed their backend's call_timeout",
+            "Device calls answered UNAVAILABLE: past call_timeout, or no free thread or session",
             device_timeouts.clone(),
         );
         let backend_up = Family::<Backend, Gauge>::default();

@@ -24,9 +24,8 @@ fn python() -> String {
     })
 }
 
-/// Runs `program` against a fresh daemon with an ID-token keyset and checks
-/// the token it prints with an independent verifier.
-async fn signs_an_id_token(program: &str, args: &[&str]) {
+/// A fresh daemon with an ID-token keyset `as-id` (issuer https://as.bank).
+async fn daemon_with_id_keyset() -> (Hsm, Daemon, custos_client::Client) {
     let hsm = Hsm::new();
     let d = Daemon::start(&hsm).await;
     let c = d.client().await;
@@ -36,6 +35,13 @@ async fn signs_an_id_token(program: &str, args: &[&str]) {
     })
     .await
     .expect("create");
+    (hsm, d, c)
+}
+
+/// Runs `program` against a fresh daemon with an ID-token keyset and checks
+/// the token it prints with an independent verifier.
+async fn signs_an_id_token(program: &str, args: &[&str]) {
+    let (_hsm, d, c) = daemon_with_id_keyset().await;
     let out = Command::new(program)
         .args(&args[..1])
         .arg(&d.socket)
@@ -85,15 +91,7 @@ async fn grpcurl_lists_services_by_reflection_and_signs_an_id_token() {
         grpcurl.exists(),
         "no grpcurl in the Python environment: run tests/run"
     );
-    let hsm = Hsm::new();
-    let d = Daemon::start(&hsm).await;
-    let c = d.client().await;
-    c.create_keyset(KeysetSpec {
-        issuer: Some("https://as.bank".into()),
-        ..spec("as-id", "ES256", &["id_token"])
-    })
-    .await
-    .expect("create");
+    let (_hsm, d, c) = daemon_with_id_keyset().await;
     let run = |args: &[&str]| {
         let out = Command::new(&grpcurl)
             .args(["-plaintext", "-unix"])

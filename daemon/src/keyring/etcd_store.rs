@@ -21,7 +21,7 @@ use super::store::{Commit, ManifestStore};
 use crate::error::{Error, Result};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp, WatchOptions};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{sync_channel, Sender, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +58,8 @@ enum Request {
 
 /// The etcd-backed store.
 pub struct EtcdStore {
-    requests: Sender<Request>,
+    /// To the client thread (a tokio channel: sending needs no runtime).
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
     settings: EtcdSettings,
     /// Unix time of the last answer from etcd (a read, a write, a watch event
     /// or progress notification).
@@ -89,7 +90,7 @@ impl EtcdStore {
     /// # Errors
     /// A bad endpoint or TLS setting, or a runtime that cannot start.
     pub fn connect(settings: EtcdSettings) -> Result<Self> {
-        let (tx, rx) = std::sync::mpsc::channel::<Request>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
         let last_contact = Arc::new(AtomicI64::new(0));
         let changed = Arc::new(tokio::sync::Notify::new());
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -148,7 +149,7 @@ fn key(settings: &EtcdSettings, name: &str) -> String {
 async fn serve(
     client: Client,
     settings: EtcdSettings,
-    requests: std::sync::mpsc::Receiver<Request>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Request>,
     contact: Arc<AtomicI64>,
     changed: Arc<tokio::sync::Notify>,
 ) {
@@ -159,15 +160,7 @@ async fn serve(
         changed,
     ));
     tokio::spawn(heartbeat(client.clone(), settings.clone(), contact.clone()));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        while let Ok(r) = requests.recv() {
-            if tx.send(r).is_err() {
-                break;
-            }
-        }
-    });
-    while let Some(request) = rx.recv().await {
+    while let Some(request) = requests.recv().await {
         match request {
             Request::Load(reply) => {
                 let r = retry(&settings, || load(&client, &settings)).await;
