@@ -27,6 +27,8 @@ pub use custos_proto::v1 as proto;
 
 pub mod bench;
 pub mod http;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 /// A client failure: either the daemon could not be reached, or it answered
 /// with a gRPC error status.
@@ -44,6 +46,10 @@ pub enum Error {
     /// The daemon refused or failed the call.
     #[error("{:?}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
+    /// What the daemon returned cannot be used as asked (for example a TLS
+    /// keyset whose active key has no certificate yet).
+    #[error("{0}")]
+    Input(String),
 }
 
 impl Error {
@@ -51,7 +57,7 @@ impl Error {
     pub fn status(&self) -> Option<&tonic::Status> {
         match self {
             Error::Status(s) => Some(s),
-            Error::Connect { .. } => None,
+            Error::Connect { .. } | Error::Input(_) => None,
         }
     }
 }
@@ -557,6 +563,67 @@ impl Client {
             confirm,
         };
         Ok(self.keys.clone().destroy_version(req).await?.into_inner())
+    }
+
+    /// Signs a TLS handshake message with a TLS keyset's active key (what
+    /// the `rustls` feature's signing key calls).
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a scheme the key does not sign or a message
+    /// that is not that side's handshake input; `FAILED_PRECONDITION` when
+    /// `kid` is set and is not the active version.
+    pub async fn sign_tls_handshake(
+        &self,
+        req: proto::SignTlsHandshakeRequest,
+    ) -> Result<proto::SignTlsHandshakeResponse, Error> {
+        Ok(self
+            .signer
+            .clone()
+            .sign_tls_handshake(req)
+            .await?
+            .into_inner())
+    }
+
+    /// A PKCS#10 certificate request (PEM) for a TLS keyset's active key,
+    /// signed inside the device.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` for a keyset that is not a TLS one;
+    /// `INVALID_ARGUMENT` for a subject or SAN that does not parse.
+    pub async fn create_certificate_request(
+        &self,
+        keyset: &str,
+        subject: &str,
+        sans: &[String],
+    ) -> Result<proto::CertificateRequest, Error> {
+        let req = proto::CreateCertificateRequestRequest {
+            keyset: keyset.into(),
+            subject: subject.into(),
+            sans: sans.to_vec(),
+        };
+        Ok(self
+            .keys
+            .clone()
+            .create_certificate_request(req)
+            .await?
+            .into_inner())
+    }
+
+    /// Stores the certificate chain (PEM, leaf first) a CA issued for one of
+    /// a TLS keyset's keys.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` when the leaf certifies none of the keyset's keys.
+    pub async fn set_certificate(
+        &self,
+        keyset: &str,
+        chain_pem: &str,
+    ) -> Result<proto::Keyset, Error> {
+        let req = proto::SetCertificateRequest {
+            keyset: keyset.into(),
+            chain_pem: chain_pem.into(),
+        };
+        Ok(self.keys.clone().set_certificate(req).await?.into_inner())
     }
 
     /// Changes a keyset's rotation policy.

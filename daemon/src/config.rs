@@ -364,6 +364,10 @@ pub struct ServerConfig {
     /// PEM private key of the TCP listener (mode 0600).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Instead of `tls_cert`/`tls_key`: a `tls_server` keyset whose active
+    /// key (in the device) and stored certificate chain the listener presents.
+    #[serde(default)]
+    pub tls_keyset: Option<String>,
     /// PEM CA certificates that issue client certificates.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
@@ -438,6 +442,7 @@ impl ServerConfig {
             tcp: None,
             tls_cert: None,
             tls_key: None,
+            tls_keyset: None,
             client_ca: None,
             owner_operations: default_owner_operations(),
             client_crl: Vec::new(),
@@ -638,14 +643,16 @@ impl Config {
             );
         }
         config.server.socket_mode()?;
-        if config.server.tcp.is_some()
-            && (config.server.tls_cert.is_none()
-                || config.server.tls_key.is_none()
-                || config.server.client_ca.is_none())
-        {
-            return Err(
-                "[server] tcp needs tls_cert, tls_key and client_ca (mutual TLS only)".into(),
-            );
+        if config.server.tcp.is_some() {
+            let files = config.server.tls_cert.is_some() && config.server.tls_key.is_some();
+            let keyset = config.server.tls_keyset.is_some();
+            if files == keyset || config.server.client_ca.is_none() {
+                return Err(
+                    "[server] tcp needs client_ca (mutual TLS only) and either tls_cert and \
+                     tls_key, or tls_keyset (a tls_server keyset holding the key)"
+                        .into(),
+                );
+            }
         }
         for rule in &config.access {
             let selectors = [

@@ -43,6 +43,7 @@ pub mod keyring;
 pub mod logging;
 pub mod metrics;
 pub mod numeric_date;
+pub mod pki;
 pub mod reload;
 pub mod runtime;
 pub mod secret;

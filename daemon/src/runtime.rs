@@ -504,18 +504,29 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
         crate::metrics::spawn_server(listener);
     }
+    let keyring = Arc::new(setup.keyring);
     let tls = match &config.server.tcp {
         Some(addr) => {
-            let (Some(cert), Some(key), Some(ca)) = (
+            use crate::server::tls::Identity;
+            let Some(ca) = &config.server.client_ca else {
+                return Err("[server] tcp needs client_ca".into());
+            };
+            let identity = match (
+                &config.server.tls_keyset,
                 &config.server.tls_cert,
                 &config.server.tls_key,
-                &config.server.client_ca,
-            ) else {
-                return Err("[server] tcp needs tls_cert, tls_key and client_ca".into());
+            ) {
+                (Some(name), _, _) => Identity::Keyset(Arc::new(
+                    crate::server::tls_key::KeysetCertificate::new(keyring.clone(), name)?,
+                )),
+                (None, Some(cert), Some(key)) => Identity::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                _ => return Err("[server] tcp needs tls_cert and tls_key, or tls_keyset".into()),
             };
             let files = crate::server::tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
+                identity,
                 client_ca: ca.clone(),
                 client_crl: config.server.client_crl.clone(),
             };
@@ -536,7 +547,6 @@ pub async fn run(mode: Mode) -> Result<(), String> {
             .map_err(|e| format!("the socket systemd passed: {e}"))?,
         None => bind(&config.server)?,
     };
-    let keyring = Arc::new(setup.keyring);
     tracing::info!(
         socket = %config.server.socket.display(),
         tcp = config.server.tcp.as_deref().unwrap_or("-"),

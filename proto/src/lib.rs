@@ -26,6 +26,8 @@ pub const PURPOSES: &[&str] = &[
     "request_object_decryption",
     "introspection",
     "http_message",
+    "tls_client",
+    "tls_server",
 ];
 
 /// The FAPI profiles (`CreateKeysetRequest.profile`).

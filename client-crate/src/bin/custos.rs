@@ -202,6 +202,29 @@ enum KeysetCmd {
         #[arg(long)]
         auto_destroy: Option<bool>,
     },
+    /// Make a PKCS#10 certificate request for a TLS keyset's active key, signed
+    /// inside the device; prints the PEM (or writes --output) for the CA.
+    Csr {
+        /// Keyset name (purpose tls_client or tls_server).
+        name: String,
+        /// The subject, RFC 4514 (e.g. "CN=client-1,O=Bank,C=GB").
+        #[arg(long)]
+        subject: String,
+        /// A subject alternative name: DNS:host, URI:https://..., IP:10.0.0.1 or email:a@b
+        /// (repeat for more).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Write the CSR here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Store the certificate chain a CA issued for a TLS keyset's key (PEM, leaf first).
+    SetCertificate {
+        /// Keyset name.
+        name: String,
+        /// The PEM chain file; standard input when absent.
+        chain: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -590,6 +613,7 @@ fn keyset_json(ks: &proto::Keyset) -> serde_json::Value {
         })),
         "versions": ks.versions.iter().map(|v| json!({
             "kid": v.kid, "state": v.state, "created_at": v.created_at,
+            "x5t#S256": (!v.x5t_s256.is_empty()).then_some(&v.x5t_s256),
             "transitions": v.transitions.iter().map(|t| json!({
                 "from": (!t.from.is_empty()).then_some(&t.from), "to": t.to, "at": t.at, "by": t.by,
             })).collect::<Vec<_>>(),
@@ -805,6 +829,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 for v in &ks.versions {
                     println!("  {} {:<9} created {}", v.kid, v.state, v.created_at);
+                    if !v.x5t_s256.is_empty() {
+                        println!("    certificate x5t#S256 {}", v.x5t_s256);
+                    }
                 }
             }
         }
@@ -856,6 +883,39 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 })
                 .await?;
             print_json(&keyset_json(&ks)["policy"]);
+        }
+        Command::Keyset(KeysetCmd::Csr {
+            name,
+            subject,
+            sans,
+            output,
+        }) => {
+            let csr = client
+                .create_certificate_request(&name, &subject, &sans)
+                .await?;
+            if let Some(path) = &output {
+                std::fs::write(path, &csr.csr_pem)
+                    .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
+            }
+            if cli.json {
+                print_json(&json!({"keyset": name, "kid": csr.kid, "csr_pem": csr.csr_pem}));
+            } else if output.is_none() {
+                print!("{}", csr.csr_pem);
+            } else {
+                eprintln!("{name}: certificate request for {} written", csr.kid);
+            }
+        }
+        Command::Keyset(KeysetCmd::SetCertificate { name, chain }) => {
+            let pem = read_input(chain.as_ref())?;
+            let ks = client.set_certificate(&name, &pem).await?;
+            let v = ks
+                .versions
+                .iter()
+                .find(|v| !v.x5t_s256.is_empty() && pem_has_leaf(&pem, v));
+            let what = v.map_or_else(String::new, |v| {
+                format!("certificate for {} stored (x5t#S256 {})", v.kid, v.x5t_s256)
+            });
+            changed(cli.json, &ks, &format!("{name}: {what}"));
         }
         Command::Jwks { keyset, issuer } => {
             let text = match (&keyset, &issuer) {
@@ -1412,6 +1472,16 @@ fn http_message(path: Option<&PathBuf>) -> Result<custos_client::http::RawMessag
         }
     };
     custos_client::http::RawMessage::parse(&bytes).map_err(usage)
+}
+
+/// Whether the version's stored chain starts with the first certificate of `pem`.
+fn pem_has_leaf(pem: &str, v: &proto::KeyVersion) -> bool {
+    let first = |t: &str| {
+        t.split("-----END CERTIFICATE-----")
+            .next()
+            .map(|b| b.split_whitespace().collect::<String>())
+    };
+    first(pem) == first(&v.certificate_chain_pem)
 }
 
 fn read_input(path: Option<&PathBuf>) -> Result<String, Failure> {

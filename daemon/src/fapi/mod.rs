@@ -16,3 +16,4 @@ pub mod jws_input;
 pub mod profile;
 pub mod rar;
 pub mod request_object;
+pub mod tls;

@@ -60,6 +60,10 @@ pub fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> R
         Purpose::RequestObject | Purpose::ClientAssertion => {
             "a client's request objects and assertions"
         }
+        // A TLS key signs whatever its TLS stack hands over, so it must
+        // never be trusted for a token (or the other side's handshake).
+        Purpose::TlsClient => "a TLS client's transport key",
+        Purpose::TlsServer => "a TLS server's certificate key",
         _ => "HTTP message signatures",
     };
     if let Some(first) = purposes.first() {
@@ -71,6 +75,12 @@ pub fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> R
                 owner(other)
             )));
         }
+    }
+    if purposes.iter().any(|p| p.is_tls()) && !crate::fapi::tls::ALGORITHMS.contains(&alg) {
+        return Err(Error::InvalidArgument(format!(
+            "a TLS keyset needs alg ES256, PS256 or EdDSA (TLS 1.3 signature schemes \
+             ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, ed25519), not {alg}"
+        )));
     }
     let decrypts = purposes.contains(&Purpose::RequestObjectDecryption);
     if alg.is_signing() {
@@ -117,5 +127,19 @@ mod tests {
         assert!(check_keyset(Profile::Fapi2, Algorithm::PS256, &dec).is_err());
         assert!(check_keyset(Profile::Fapi2, Algorithm::RsaOaep256, &[Purpose::IdToken]).is_err());
         assert!(check_keyset(Profile::Fapi2, Algorithm::ES256, &[Purpose::IdToken]).is_ok());
+    }
+
+    #[test]
+    fn tls_keysets_serve_only_tls() {
+        let client = [Purpose::TlsClient];
+        assert!(check_keyset(Profile::Fapi2, Algorithm::ES256, &client).is_ok());
+        assert!(check_keyset(Profile::Fapi1Advanced, Algorithm::PS256, &client).is_ok());
+        let mixed = [Purpose::TlsClient, Purpose::ClientAssertion];
+        let err = check_keyset(Profile::Fapi2, Algorithm::ES256, &mixed).unwrap_err();
+        assert!(err.to_string().contains("one owner"), "{err}");
+        let both = [Purpose::TlsClient, Purpose::TlsServer];
+        assert!(check_keyset(Profile::Fapi2, Algorithm::ES256, &both).is_err());
+        let err = check_keyset(Profile::Oidc, Algorithm::RS256, &client).unwrap_err();
+        assert!(err.to_string().contains("TLS keyset"), "{err}");
     }
 }

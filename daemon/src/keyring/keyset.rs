@@ -31,11 +31,17 @@ pub enum Purpose {
     Introspection,
     /// HTTP message signatures (RFC 9421) on FAPI 2.0 resource requests and responses.
     HttpMessage,
+    /// A TLS client's transport key (RFC 8705 mutual TLS): signs the client's
+    /// CertificateVerify, with `SignTlsHandshake` only.
+    TlsClient,
+    /// A TLS server's certificate key: signs the server's CertificateVerify
+    /// (or TLS 1.2 ServerKeyExchange), with `SignTlsHandshake` only.
+    TlsServer,
 }
 
 impl Purpose {
     /// Every purpose.
-    pub const ALL: [Purpose; 10] = [
+    pub const ALL: [Purpose; 12] = [
         Self::IdToken,
         Self::Jarm,
         Self::AccessToken,
@@ -46,6 +52,8 @@ impl Purpose {
         Self::RequestObjectDecryption,
         Self::Introspection,
         Self::HttpMessage,
+        Self::TlsClient,
+        Self::TlsServer,
     ];
 
     /// The purpose's wire name.
@@ -61,6 +69,8 @@ impl Purpose {
             Self::RequestObjectDecryption => "request_object_decryption",
             Self::Introspection => "introspection",
             Self::HttpMessage => "http_message",
+            Self::TlsClient => "tls_client",
+            Self::TlsServer => "tls_server",
         }
     }
 }
@@ -83,6 +93,11 @@ impl Purpose {
         )
     }
 
+    /// Whether this is a TLS purpose (a key that signs handshakes, never tokens).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::TlsClient | Self::TlsServer)
+    }
+
     /// The operation that signs (or uses) keys of this purpose.
     pub fn operation(self) -> &'static str {
         match self {
@@ -95,6 +110,9 @@ impl Purpose {
             Self::RequestObjectDecryption => "DecryptJwe, `custos decrypt`",
             Self::Introspection => "SignIntrospectionResponse, `custos sign introspection`",
             Self::HttpMessage => "SignHttpMessage, `custos sign http`",
+            Self::TlsClient | Self::TlsServer => {
+                "SignTlsHandshake (custos-client's rustls signing key)"
+            }
         }
     }
 }
@@ -221,6 +239,21 @@ pub struct KeyVersion {
     /// Every state change, oldest first.
     #[serde(default)]
     pub history: Vec<Transition>,
+    /// TLS keysets: the certificate chain a CA issued for this key (DER,
+    /// base64, leaf first), once `SetCertificate` stored it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificate_chain: Vec<String>,
+}
+
+impl KeyVersion {
+    /// The stored certificate chain as DER, leaf first (empty when none).
+    pub fn chain_der(&self) -> Vec<Vec<u8>> {
+        use base64::Engine;
+        self.certificate_chain
+            .iter()
+            .filter_map(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
+            .collect()
+    }
 }
 
 impl KeyVersion {

@@ -252,6 +252,8 @@ impl Keyring {
                         "the recorded public key of kid {} does not hash to that kid",
                         v.kid
                     ));
+                } else if let Some(p) = certificate_problem(v) {
+                    problem = Some(p);
                 } else {
                     match self.device_public(ks, v) {
                         Ok(device) if device == v.public => {}
@@ -359,6 +361,11 @@ impl Keyring {
     /// audited by the server).
     pub fn set_auditor(&self, audit: Arc<crate::audit::Auditor>) {
         let _ = self.audit.set(audit);
+    }
+
+    /// The audit log the keyring writes to, once set.
+    pub fn auditor(&self) -> Option<&Arc<crate::audit::Auditor>> {
+        self.audit.get()
     }
 
     fn audit_transition(&self, by: &str, keyset: &str, kid: &str, from: Option<&str>, to: &str) {
@@ -647,6 +654,7 @@ impl Keyring {
                 key_ref,
                 public,
                 history: Vec::new(),
+                certificate_chain: Vec::new(),
             },
         ))
     }
@@ -854,6 +862,101 @@ impl Keyring {
         Ok(ks)
     }
 
+    /// A PKCS#10 certificate request (PEM) for a TLS keyset's active key,
+    /// signed inside the device, and that key's kid. Blocking.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for a keyset that is not a TLS one or has no
+    /// active key; `InvalidArgument` for a bad subject or SAN; the device's failure.
+    pub fn certificate_request(
+        &self,
+        name: &str,
+        subject: &str,
+        sans: &[String],
+    ) -> Result<(String, String)> {
+        let ks = self.keyset(name)?;
+        let purpose = ks
+            .purposes
+            .iter()
+            .copied()
+            .find(|p| p.is_tls())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "keyset {name:?} is not a TLS keyset (purpose tls_client or tls_server): \
+                 only transport keys get certificate requests"
+                ))
+            })?;
+        let key = self.active_key(name, purpose)?;
+        let public = ks
+            .versions
+            .iter()
+            .find(|v| v.kid == key.kid)
+            .map(|v| v.public.clone())
+            .ok_or_else(|| Error::Internal(format!("kid {} vanished", key.kid)))?;
+        let info = crate::pki::request_info(subject, sans, &public)?;
+        let signature = key.sign(&crate::pki::to_be_signed(&info)?)?;
+        Ok((crate::pki::assemble(info, key.alg, &signature)?, key.kid))
+    }
+
+    /// Stores the certificate chain a CA issued for one of a TLS keyset's
+    /// versions: the leaf's public key picks the version, which must be live
+    /// (not disabled or destroyed). Blocking.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a chain that does not parse or certifies none of
+    /// the keyset's keys; `FailedPrecondition` for a keyset that is not a TLS
+    /// one, or a version no longer live.
+    pub fn set_certificate(&self, name: &str, chain_pem: &str, by: &str) -> Result<Keyset> {
+        use base64::Engine;
+        let chain = crate::pki::parse_chain(chain_pem)?;
+        let stored: Vec<String> = chain
+            .iter()
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+            .collect();
+        let ks = self.change_keyset(name, |ks| {
+            if !ks.purposes.iter().any(|p| p.is_tls()) {
+                return Err(Error::FailedPrecondition(format!(
+                    "keyset {name:?} is not a TLS keyset (purpose tls_client or tls_server); \
+                     certificates are stored for transport keys only"
+                )));
+            }
+            let mut found = None;
+            for v in ks.versions.iter_mut() {
+                if crate::pki::certifies(&chain[0], &v.public)? {
+                    found = Some(v);
+                    break;
+                }
+            }
+            let v = found.ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the leaf certificate certifies none of keyset {name:?}'s keys: give the \
+                     chain issued for the CSR `custos keyset csr {name}` made"
+                ))
+            })?;
+            if !matches!(
+                v.state,
+                VersionState::Pending | VersionState::Active | VersionState::Retired
+            ) {
+                return Err(Error::FailedPrecondition(format!(
+                    "kid {} is {}: a certificate is stored only for a live key",
+                    v.kid,
+                    v.state.as_str()
+                )));
+            }
+            v.certificate_chain = stored.clone();
+            Ok(())
+        })?;
+        let kid = ks
+            .versions
+            .iter()
+            .find(|v| v.certificate_chain == stored)
+            .map(|v| v.kid.clone())
+            .unwrap_or_default();
+        tracing::info!(target: "custos::audit", by, keyset = name, kid, operation = "set_certificate",
+            x5t_s256 = crate::pki::x5t_s256(&chain[0]), outcome = "ok", "certificate stored");
+        Ok(ks)
+    }
+
     /// Changes a keyset's policy. Blocking.
     ///
     /// # Errors
@@ -1057,6 +1160,28 @@ impl Keyring {
                 .unwrap_or_else(|| DeviceGuard::new(&ks.backend, backend.clone())),
             backend,
         })
+    }
+}
+
+/// Why the certificate chain stored with `v` cannot be served, if it cannot:
+/// not DER, or its leaf certifies another key.
+fn certificate_problem(v: &KeyVersion) -> Option<String> {
+    let chain = v.chain_der();
+    if chain.len() != v.certificate_chain.len() {
+        return Some(format!(
+            "the certificate chain of kid {} is not base64 DER",
+            v.kid
+        ));
+    }
+    match chain
+        .first()
+        .map(|leaf| crate::pki::certifies(leaf, &v.public))
+    {
+        None | Some(Ok(true)) => None,
+        _ => Some(format!(
+            "the certificate stored for kid {} does not certify its public key",
+            v.kid
+        )),
     }
 }
 

@@ -99,6 +99,7 @@ mod tests {
             },
             public: PublicKey::ed25519(&[0; 32]),
             history: vec![],
+            certificate_chain: vec![],
         }
     }
 

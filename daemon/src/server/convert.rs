@@ -48,6 +48,12 @@ pub(crate) fn keyset(ks: &Keyset) -> pb::Keyset {
                         by: t.by.clone(),
                     })
                     .collect(),
+                certificate_chain_pem: crate::pki::chain_pem(&v.chain_der()),
+                x5t_s256: v
+                    .chain_der()
+                    .first()
+                    .map(|leaf| crate::pki::x5t_s256(leaf))
+                    .unwrap_or_default(),
             })
             .collect(),
     }

@@ -266,6 +266,55 @@ impl KeyAdmin for KeyAdminService {
         .await
     }
 
+    async fn create_certificate_request(
+        &self,
+        request: Request<pb::CreateCertificateRequestRequest>,
+    ) -> Result<Response<pb::CertificateRequest>, Status> {
+        let caller = self
+            .gate
+            .check(&request, "manage", Some(&request.get_ref().keyset))?;
+        let req = request.into_inner();
+        let keyring = self.keyring.clone();
+        let name = req.keyset.clone();
+        let result =
+            blocking(move || keyring.certificate_request(&req.keyset, &req.subject, &req.sans))
+                .await;
+        let code = result.as_ref().err().map(|s| format!("{:?}", s.code()));
+        let kid = result.as_ref().ok().map(|(_, kid)| kid.clone());
+        self.gate
+            .audit
+            .record(
+                caller.to_json(),
+                &Event {
+                    operation: "create_certificate_request",
+                    keyset: Some(&name),
+                    kid: kid.as_deref(),
+                    outcome: if result.is_ok() { "ok" } else { "error" },
+                    detail: code.as_deref(),
+                    ..Event::default()
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        let (csr_pem, kid) = result?;
+        Ok(Response::new(pb::CertificateRequest { csr_pem, kid }))
+    }
+
+    async fn set_certificate(
+        &self,
+        request: Request<pb::SetCertificateRequest>,
+    ) -> Result<Response<pb::Keyset>, Status> {
+        let caller = self
+            .gate
+            .check(&request, "manage", Some(&request.get_ref().keyset))?;
+        let req = request.into_inner();
+        let name = req.keyset.clone();
+        self.admin(caller, "set_certificate", &name, None, move |k, by| {
+            k.set_certificate(&req.keyset, &req.chain_pem, by)
+        })
+        .await
+    }
+
     async fn set_policy(
         &self,
         request: Request<pb::SetPolicyRequest>,

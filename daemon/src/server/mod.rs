@@ -15,6 +15,8 @@ mod rpc_metrics;
 mod signer;
 mod status;
 pub mod tls;
+mod tls_handshake;
+pub mod tls_key;
 mod verifier;
 
 use crate::audit::Auditor;

@@ -503,6 +503,17 @@ impl Signer for SignerService {
         .map(Response::new)
     }
 
+    async fn sign_tls_handshake(
+        &self,
+        request: Request<pb::SignTlsHandshakeRequest>,
+    ) -> Result<Response<pb::SignTlsHandshakeResponse>, Status> {
+        let caller = self
+            .gate
+            .check(&request, "sign", Some(&request.get_ref().keyset))?;
+        let req = request.into_inner();
+        self.sign_tls(caller, req).await.map(Response::new)
+    }
+
     async fn sign_http_message(
         &self,
         request: Request<pb::SignHttpMessageRequest>,

@@ -24,13 +24,25 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
+/// Where the listener's own certificate and key come from.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A PEM chain and a PEM private key file (a secret file).
+    Files {
+        /// Our certificate chain (PEM).
+        cert: PathBuf,
+        /// Our private key (PEM, a secret file).
+        key: PathBuf,
+    },
+    /// A `tls_server` keyset: key in the device, chain stored on the keyset.
+    Keyset(Arc<super::tls_key::KeysetCertificate>),
+}
+
 /// The files the TLS settings are built from.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
-    /// Our certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Our private key (PEM, a secret file).
-    pub key: PathBuf,
+    /// Our certificate and key.
+    pub identity: Identity,
     /// CA certificates that issue client certificates (PEM).
     pub client_ca: PathBuf,
     /// CRLs of that CA (PEM), possibly none.
@@ -101,11 +113,6 @@ fn pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, St
 /// # Errors
 /// A message naming the file at fault.
 pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
-    let certs = pem_certs(&files.cert, "tls_cert")?;
-    let key_pem = crate::files::read_trusted(&files.key, crate::files::Kind::Secret)
-        .map_err(|e| format!("tls_key: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| format!("tls_key {}: {e}", files.key.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in pem_certs(&files.client_ca, "client_ca")? {
         roots
@@ -132,12 +139,23 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
         .with_crls(crls)
         .build()
         .map_err(|e| format!("client_ca/client_crl: {e}"))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("tls_cert/tls_key: {e}"))?;
+        .with_client_cert_verifier(verifier);
+    let mut config = match &files.identity {
+        Identity::Files { cert, key } => {
+            let certs = pem_certs(cert, "tls_cert")?;
+            let key_pem = crate::files::read_trusted(key, crate::files::Kind::Secret)
+                .map_err(|e| format!("tls_key: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+            builder
+                .with_single_cert(certs, key)
+                .map_err(|e| format!("tls_cert/tls_key: {e}"))?
+        }
+        Identity::Keyset(resolver) => builder.with_cert_resolver(resolver.clone()),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
