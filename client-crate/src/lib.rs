@@ -584,8 +584,8 @@ impl Client {
             .into_inner())
     }
 
-    /// A PKCS#10 certificate request (PEM) for a TLS keyset's active key,
-    /// signed inside the device.
+    /// A PKCS#10 certificate request (PEM) for a TLS keyset's active key
+    /// (or its pending version `kid`), signed inside the device.
     ///
     /// # Errors
     /// `FAILED_PRECONDITION` for a keyset that is not a TLS one;
@@ -593,6 +593,7 @@ impl Client {
     pub async fn create_certificate_request(
         &self,
         keyset: &str,
+        kid: Option<&str>,
         subject: &str,
         sans: &[String],
     ) -> Result<proto::CertificateRequest, Error> {
@@ -600,6 +601,7 @@ impl Client {
             keyset: keyset.into(),
             subject: subject.into(),
             sans: sans.to_vec(),
+            kid: kid.unwrap_or_default().into(),
         };
         Ok(self
             .keys

@@ -534,3 +534,85 @@ async fn custosd_serves_mutual_tls_with_its_own_key_in_the_hsm_and_binds_tokens_
     };
     assert!(refused.is_err(), "no certificate, no service");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_key_certified_ahead_takes_over_at_activation_without_a_failed_handshake() {
+    let hsm = Hsm::new();
+    let dir = hsm.dir.path().to_path_buf();
+    let d = Daemon::start(&hsm).await;
+    let ca = Ca::new(&dir);
+    let first = transport_keyset(&d, &ca, &dir, "bank-transport", "ES256", "tls_client");
+    let (srv_cert, srv_key) = ca.server(&dir);
+    let server = SServer::start(&ca, &srv_cert, &srv_key);
+    let keys = tls_keys(&d).await;
+    let config = keys
+        .client_config("bank-transport", ca.roots())
+        .expect("config");
+    let c = d.client().await;
+    let ks = c
+        .rotate("bank-transport", false)
+        .await
+        .expect("rotate ahead");
+    let pending = ks.versions.last().expect("new").kid.clone();
+    // The pending key's CSR, issued and stored before it signs.
+    let csr = dir.join("next.csr");
+    let next = dir.join("next.pem");
+    let out = d.cli(
+        &[
+            "keyset",
+            "csr",
+            "bank-transport",
+            "--kid",
+            &pending,
+            "--subject",
+            "CN=client-1",
+            "--output",
+            path(&csr),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ca.issue(&csr, &next);
+    let out = d.cli(
+        &["keyset", "set-certificate", "bank-transport", path(&next)],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Still the first key's certificate until the activation...
+    let page = fetch(config.clone(), server.port).await.expect("before");
+    let seen = |page: &str, cert: &Path| {
+        let pem = std::fs::read_to_string(cert).expect("pem");
+        let body = pem.lines().nth(1).expect("first base64 line").to_string();
+        page.contains(&body)
+    };
+    assert!(seen(&page, &first) && !seen(&page, &next));
+    c.activate("bank-transport", &pending)
+        .await
+        .expect("activate");
+    // ...then the same config presents the new key's, and the handshake works.
+    let page = fetch(config, server.port).await.expect("after activation");
+    assert!(seen(&page, &next) && !seen(&page, &first), "{page}");
+    // A destroyed or unknown kid gets no CSR.
+    let out = d.cli(
+        &[
+            "keyset",
+            "csr",
+            "bank-transport",
+            "--kid",
+            "no-such-kid",
+            "--subject",
+            "CN=x",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no active or pending version"));
+}

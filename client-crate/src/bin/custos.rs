@@ -217,6 +217,10 @@ enum KeysetCmd {
         /// Write the CSR here instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// A pending version's kid, to have its certificate issued before it
+        /// signs (default: the active version).
+        #[arg(long, allow_hyphen_values = true)]
+        kid: Option<String>,
     },
     /// Store the certificate chain a CA issued for a TLS keyset's key (PEM, leaf first).
     SetCertificate {
@@ -889,9 +893,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             subject,
             sans,
             output,
+            kid,
         }) => {
             let csr = client
-                .create_certificate_request(&name, &subject, &sans)
+                .create_certificate_request(&name, kid.as_deref(), &subject, &sans)
                 .await?;
             if let Some(path) = &output {
                 std::fs::write(path, &csr.csr_pem)

@@ -863,39 +863,54 @@ impl Keyring {
     }
 
     /// A PKCS#10 certificate request (PEM) for a TLS keyset's active key,
-    /// signed inside the device, and that key's kid. Blocking.
+    /// or its pending version `kid` (so the certificate is issued before the
+    /// key signs), signed inside the device; and that key's kid. Blocking.
     ///
     /// # Errors
-    /// `FailedPrecondition` for a keyset that is not a TLS one or has no
-    /// active key; `InvalidArgument` for a bad subject or SAN; the device's failure.
+    /// `FailedPrecondition` for a keyset that is not a TLS one, no active
+    /// key, or a kid neither active nor pending; `InvalidArgument` for a bad
+    /// subject or SAN; the device's failure.
     pub fn certificate_request(
         &self,
         name: &str,
+        kid: Option<&str>,
         subject: &str,
         sans: &[String],
     ) -> Result<(String, String)> {
+        self.refuse_stale()?;
+        self.refuse_quarantined(name)?;
         let ks = self.keyset(name)?;
-        let purpose = ks
-            .purposes
-            .iter()
-            .copied()
-            .find(|p| p.is_tls())
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "keyset {name:?} is not a TLS keyset (purpose tls_client or tls_server): \
+        if !ks.purposes.iter().any(|p| p.is_tls()) {
+            return Err(Error::FailedPrecondition(format!(
+                "keyset {name:?} is not a TLS keyset (purpose tls_client or tls_server): \
                  only transport keys get certificate requests"
-                ))
-            })?;
-        let key = self.active_key(name, purpose)?;
-        let public = ks
-            .versions
-            .iter()
-            .find(|v| v.kid == key.kid)
-            .map(|v| v.public.clone())
-            .ok_or_else(|| Error::Internal(format!("kid {} vanished", key.kid)))?;
-        let info = crate::pki::request_info(subject, sans, &public)?;
-        let signature = key.sign(&crate::pki::to_be_signed(&info)?)?;
-        Ok((crate::pki::assemble(info, key.alg, &signature)?, key.kid))
+            )));
+        }
+        let version = match kid {
+            None => ks.active().ok_or_else(|| {
+                Error::FailedPrecondition(format!("keyset {name:?} has no active key version"))
+            })?,
+            Some(kid) => ks
+                .versions
+                .iter()
+                .find(|v| v.kid == kid)
+                .filter(|v| matches!(v.state, VersionState::Active | VersionState::Pending))
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "keyset {name:?} has no active or pending version {kid}: \
+                         `custos keyset show {name}` lists them"
+                    ))
+                })?,
+        };
+        let info = crate::pki::request_info(subject, sans, &version.public)?;
+        let tbs = crate::pki::to_be_signed(&info)?;
+        let signature = self
+            .backend_of(&ks.backend)?
+            .sign(&version.key_ref, ks.alg, &tbs)?;
+        Ok((
+            crate::pki::assemble(info, ks.alg, &signature)?,
+            version.kid.clone(),
+        ))
     }
 
     /// Stores the certificate chain a CA issued for one of a TLS keyset's

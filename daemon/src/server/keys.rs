@@ -276,9 +276,11 @@ impl KeyAdmin for KeyAdminService {
         let req = request.into_inner();
         let keyring = self.keyring.clone();
         let name = req.keyset.clone();
-        let result =
-            blocking(move || keyring.certificate_request(&req.keyset, &req.subject, &req.sans))
-                .await;
+        let result = blocking(move || {
+            let kid = Some(req.kid.as_str()).filter(|k| !k.is_empty());
+            keyring.certificate_request(&req.keyset, kid, &req.subject, &req.sans)
+        })
+        .await;
         let code = result.as_ref().err().map(|s| format!("{:?}", s.code()));
         let kid = result.as_ref().ok().map(|(_, kid)| kid.clone());
         self.gate
