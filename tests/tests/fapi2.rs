@@ -182,7 +182,18 @@ async fn introspection_responses_are_signed_as_rfc_9701_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_requests_are_signed_for_each_algorithm_and_checked_independently() {
-    let (_hsm, _d, c) = setup().await;
+    let hsm = Hsm::new();
+    let audit = hsm.dir.path().join("audit.jsonl");
+    let d = Daemon::start_with(
+        &hsm,
+        custos_e2e::DaemonConfig {
+            extra_toml: format!("\n[audit]\nfile = \"{}\"\n", audit.display()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = d.client().await;
+    let mut bases = Vec::new();
     for alg in ["ES256", "EdDSA", "PS256"] {
         c.create_keyset(spec(&format!("http-{alg}"), alg, &["http_message"]))
             .await
@@ -225,6 +236,7 @@ async fn http_requests_are_signed_for_each_algorithm_and_checked_independently()
             signed.kid
         );
         assert_eq!(params, expected_params);
+        bases.push(hex_sha256(signed.signature_base.as_bytes()));
         let base = format!(
             "\"@method\": POST\n\"@target-uri\": https://rs.bank.example/payments?type=domestic\n\"authorization\": DPoP eyJhbGciOiJFUzI1NiJ9.e30.sig\n\"content-digest\": {digest}\n\"@signature-params\": {expected_params}"
         );
@@ -268,6 +280,23 @@ async fn http_requests_are_signed_for_each_algorithm_and_checked_independently()
             assert_eq!(v.kid, signed.kid);
         }
     }
+    // The audit line's input_sha256 is the SHA-256 of the whole signature
+    // base, recomputed here (bases hold host names, so nothing may cut at a dot).
+    let audited: Vec<String> = std::fs::read_to_string(&audit)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|l| l["operation"] == "sign_http_message" && l["outcome"] == "ok")
+        .map(|l| l["input_sha256"].as_str().expect("digest").to_string())
+        .collect();
+    assert_eq!(audited, bases);
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

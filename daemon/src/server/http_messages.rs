@@ -86,6 +86,14 @@ fn components(list: &[String]) -> Result<Vec<Component>, Status> {
         .collect()
 }
 
+/// SHA-256 (hex) of a whole RFC 9421 signature base, for the audit line.
+/// Not `jws::signing_input_sha256`: that cuts at the last `.` (a JWS's
+/// signature), and a base holds host names full of dots.
+fn base_sha256(base: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(base.as_bytes()))
+}
+
 impl SignerService {
     /// Signs an HTTP message with the keyset's active key.
     pub(crate) async fn sign_http(
@@ -101,10 +109,7 @@ impl SignerService {
             Ok(r) => (Some(r.kid.as_str()), "ok", None),
             Err(s) => (None, "error", Some(format!("{:?}", s.code()))),
         };
-        let digest = result
-            .as_ref()
-            .ok()
-            .map(|r| crate::jose::jws::signing_input_sha256(&r.signature_base));
+        let digest = result.as_ref().ok().map(|r| base_sha256(&r.signature_base));
         self.gate
             .audit
             .record(
