@@ -574,6 +574,11 @@ pub struct Pkcs11Config {
     /// (`"10s"`; overrides the profile's `[sessions] call_timeout_ms`).
     #[serde(default)]
     pub call_timeout: Option<String>,
+    /// How many logged-in sessions to keep (overrides the profile's
+    /// `[sessions] pool_size`; 1 to 1024). A network HSM signs in parallel
+    /// across sessions: size it to the appliance's licence and the load.
+    #[serde(default)]
+    pub pool_size: Option<usize>,
 }
 
 /// A backend's `call_timeout` in milliseconds, checked (1 s to 10 min).

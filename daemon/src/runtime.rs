@@ -114,6 +114,14 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
                             profile.sessions.call_timeout_ms =
                                 crate::config::call_timeout_ms(name, t)?;
                         }
+                        if let Some(n) = p.pool_size {
+                            if !(1..=1024).contains(&n) {
+                                return Err(format!(
+                                    "[backends.{name}] pool_size {n} must be between 1 and 1024"
+                                ));
+                            }
+                            profile.sessions.pool_size = n;
+                        }
                         let pin = Secret::from_source(&p.pin)
                             .map_err(|e| format!("backend {name}: {e}"))?;
                         let backend = Arc::new(

@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Threads one backend's calls may hold at once: past this, calls wait for
-/// a thread (up to the call deadline), and are refused at once when every
-/// thread is held by a call the device has not answered.
+/// The fewest threads one backend's calls may hold at once; a backend with
+/// a larger session pool gets one thread per session, so a network HSM that
+/// signs on 64 sessions in parallel is not held to 16. Past the limit, calls
+/// wait for a thread (up to the call deadline), and are refused at once when
+/// every thread is held by a call the device has not answered.
 pub const MAX_THREADS: usize = 16;
 
 /// The watch on one backend.
@@ -26,7 +28,12 @@ pub struct DeviceGuard {
     busy: AtomicUsize,
     inline_busy: AtomicUsize,
     inline_max: usize,
+    max_threads: usize,
     overdue: AtomicUsize,
+    /// The last device call's failure (UNAVAILABLE), until a call succeeds.
+    call_error: Mutex<Option<String>>,
+    /// Whether `call_error` is set (read without the lock on every call).
+    failing: AtomicBool,
     probe_ok: AtomicBool,
     last_error: Mutex<Option<String>>,
     /// Woken when a thread slot is given back.
@@ -65,9 +72,15 @@ impl DeviceGuard {
         } else {
             0
         };
+        let max_threads = backend
+            .pool_stats()
+            .map_or(MAX_THREADS, |p| p.size.max(MAX_THREADS));
         Arc::new(Self {
             name: name.to_string(),
             timeout: backend.call_timeout(),
+            max_threads,
+            call_error: Mutex::new(None),
+            failing: AtomicBool::new(false),
             backend,
             busy: AtomicUsize::new(0),
             inline_busy: AtomicUsize::new(0),
@@ -103,7 +116,36 @@ impl DeviceGuard {
     /// A blocking-thread slot, or `None` when every slot is held (by calls
     /// the device has not answered).
     pub fn thread_slot(self: &Arc<Self>) -> Option<Slot> {
-        self.take(&self.busy, MAX_THREADS, false)
+        self.take(&self.busy, self.max_threads, false)
+    }
+
+    /// How many blocking threads this backend's calls may hold at once.
+    pub fn max_threads(&self) -> usize {
+        self.max_threads
+    }
+
+    /// Records a device call's outcome: a failure that says the device is
+    /// unavailable makes the backend degraded (health NOT_SERVING, `keyset
+    /// show`) until a later call succeeds.
+    pub fn call_outcome(&self, unavailable: Option<&str>) {
+        if unavailable.is_none() && !self.failing.load(Ordering::Acquire) {
+            return;
+        }
+        self.failing.store(unavailable.is_some(), Ordering::Release);
+        let mut e = self.call_error.lock().unwrap_or_else(|p| p.into_inner());
+        match unavailable {
+            Some(why) => {
+                if e.is_none() {
+                    tracing::warn!(backend = %self.name, error = why, "device calls failing: backend degraded");
+                }
+                *e = Some(why.to_string());
+            }
+            None if e.is_some() => {
+                tracing::info!(backend = %self.name, "device calls succeed again: backend recovered");
+                *e = None;
+            }
+            None => {}
+        }
     }
 
     /// A blocking-thread slot, waiting up to `within` for one to be given
@@ -116,7 +158,7 @@ impl DeviceGuard {
             if let Some(slot) = self.thread_slot() {
                 return Some(slot);
             }
-            if self.overdue() >= MAX_THREADS {
+            if self.overdue() >= self.max_threads {
                 return None;
             }
             if tokio::time::timeout_at(deadline, self.freed.notified())
@@ -165,6 +207,14 @@ impl DeviceGuard {
                 "{overdue} call(s) did not answer within {} ms",
                 self.timeout.as_millis()
             ));
+        }
+        if let Some(why) = self
+            .call_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Some(format!("the last device call failed: {why}"));
         }
         if !self.probe_ok.load(Ordering::Acquire) {
             return Some(

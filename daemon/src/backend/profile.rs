@@ -239,6 +239,15 @@ pub struct SessionSettings {
     /// UNAVAILABLE and the call is abandoned to its thread (milliseconds).
     #[serde(default = "default_call_timeout")]
     pub call_timeout_ms: u64,
+    /// Retry a signature or decryption once, on a fresh session, when the
+    /// first attempt fails with a device or session error (default true).
+    /// Key generation is never retried blindly (see the PKCS#11 backend).
+    #[serde(default = "default_true")]
+    pub retry_once: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Ten seconds: far above any healthy HSM call, short enough that callers
@@ -261,6 +270,7 @@ impl Default for SessionSettings {
             wait_ms: default_wait(),
             inline_calls: false,
             call_timeout_ms: default_call_timeout(),
+            retry_once: true,
         }
     }
 }

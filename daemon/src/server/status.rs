@@ -41,6 +41,10 @@ pub(crate) async fn device<T: Send + 'static>(
         on_thread(guard, f).await
     };
     let timed_out = matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable);
+    guard.call_outcome(match &result {
+        Err(s) if timed_out => Some(s.message()),
+        _ => None,
+    });
     crate::metrics::device_call(&guard.name, alg.as_str(), started.elapsed(), timed_out);
     result
 }
@@ -54,19 +58,19 @@ pub(crate) async fn on_thread<T: Send + 'static>(
     let started = tokio::time::Instant::now();
     let Some(slot) = guard.wait_thread_slot(guard.timeout).await else {
         return Err(Status::unavailable(
-            if guard.overdue() >= crate::backend::guard::MAX_THREADS {
+            if guard.overdue() >= guard.max_threads() {
                 format!(
                 "backend {:?} is not answering: all {} of its device threads wait on calls past \
                  their deadline; other backends are unaffected; retry later",
                 guard.name,
-                crate::backend::guard::MAX_THREADS
+                guard.max_threads()
             )
             } else {
                 format!(
                     "backend {:?} is saturated: all {} of its device threads stayed busy for the \
                  whole call deadline ({} ms); retry later or spread keysets over more backends",
                     guard.name,
-                    crate::backend::guard::MAX_THREADS,
+                    guard.max_threads(),
                     guard.timeout.as_millis()
                 )
             },

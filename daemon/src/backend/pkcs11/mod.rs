@@ -124,6 +124,26 @@ impl Pkcs11Backend {
         alg: Algorithm,
         op: impl Fn(&mut pool::PooledSession<'_>, ObjectHandle) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
+        match self.with_key_once(key, alg, &op) {
+            // The session broke under the call (a network HSM's link flapped,
+            // an HA member failed over, the token logged out): the pool has
+            // dropped it, so the retry gets a fresh, logged-in one. Signing
+            // and decryption change nothing on the device, so a second try
+            // cannot duplicate anything.
+            Err(BackendError::Unavailable(first)) if self.profile.sessions.retry_once => {
+                tracing::warn!(error = %first, "device call failed; retrying once on a fresh session");
+                self.with_key_once(key, alg, &op)
+            }
+            other => other,
+        }
+    }
+
+    fn with_key_once<T>(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        op: &impl Fn(&mut pool::PooledSession<'_>, ObjectHandle) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
         let mut s = self.pool.get()?;
         if let Some(handle) = self.cached_handle(key) {
             match op(&mut s, handle) {
@@ -262,12 +282,34 @@ impl KeyBackend for Pkcs11Backend {
             )
         };
         // A transient device error (SoftHSM2 reports CKR_GENERAL_ERROR when
-        // another process holds its token lock) is retried once, on a fresh session.
+        // another process holds its token lock; a network HSM may lose the
+        // reply of a generation it carried out) is retried once, but never
+        // blindly: the key's id is looked up first, and a key the failed
+        // call made anyway is used, not made twice. When even the lookup
+        // fails the error stands; a key made regardless is an orphan that
+        // `custos doctor` and the start-up inventory report.
         let (private, public) = match attempt() {
             Err(BackendError::Unavailable(e)) => {
-                tracing::warn!(error = %e, "key generation failed; retrying once");
+                tracing::warn!(error = %e, "key generation failed; looking for the key before retrying once");
                 std::thread::sleep(std::time::Duration::from_millis(50));
-                attempt()?
+                let found = self
+                    .pool
+                    .fresh()
+                    .and_then(|mut s| keys::find(&mut s, key, alg));
+                match found {
+                    Ok(made) => {
+                        tracing::warn!(key = %key.label, "the failed generation made the key after all; keeping it");
+                        made
+                    }
+                    Err(BackendError::KeyNotFound(_)) => attempt()?,
+                    Err(lookup) => {
+                        return Err(BackendError::Unavailable(format!(
+                            "{e}; and whether the key {} was made cannot be told ({lookup}): \
+                             not retried, so no duplicate; check `custos doctor` for an orphan",
+                            key.label
+                        )))
+                    }
+                }
             }
             other => other?,
         };
