@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// The generated protocol types (`custos.v1`), for callers that need them.
 pub use custos_proto::v1 as proto;
 
+pub mod audit;
 pub mod bench;
 pub mod http;
 #[cfg(feature = "rustls")]
@@ -626,6 +627,63 @@ impl Client {
             chain_pem: chain_pem.into(),
         };
         Ok(self.keys.clone().set_certificate(req).await?.into_inner())
+    }
+
+    /// Dual control: every request (pending and decided).
+    ///
+    /// # Errors
+    /// `PERMISSION_DENIED` without the manage right.
+    pub async fn list_requests(&self) -> Result<Vec<proto::PendingRequest>, Error> {
+        Ok(self
+            .keys
+            .clone()
+            .list_requests(proto::ListRequestsRequest {})
+            .await?
+            .into_inner()
+            .requests)
+    }
+
+    /// One dual-control request, with the digest to approve.
+    ///
+    /// # Errors
+    /// `NOT_FOUND`.
+    pub async fn get_request(&self, id: &str) -> Result<proto::PendingRequest, Error> {
+        let req = proto::GetRequestRequest { id: id.into() };
+        Ok(self.keys.clone().get_request(req).await?.into_inner())
+    }
+
+    /// Approves request `id` whose digest is `digest` (as `get_request` showed it).
+    ///
+    /// # Errors
+    /// `PERMISSION_DENIED` for the requester; `FAILED_PRECONDITION` for a
+    /// second approval by the same caller, an expired or decided request, or
+    /// a digest that is not the request's.
+    pub async fn approve_request(
+        &self,
+        id: &str,
+        digest: &str,
+    ) -> Result<proto::PendingRequest, Error> {
+        let req = proto::ApproveRequestRequest {
+            id: id.into(),
+            digest: digest.into(),
+        };
+        Ok(self.keys.clone().approve_request(req).await?.into_inner())
+    }
+
+    /// Rejects (or withdraws) request `id`.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` for a request no longer pending.
+    pub async fn reject_request(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<proto::PendingRequest, Error> {
+        let req = proto::RejectRequestRequest {
+            id: id.into(),
+            reason: reason.into(),
+        };
+        Ok(self.keys.clone().reject_request(req).await?.into_inner())
     }
 
     /// Changes a keyset's rotation policy.

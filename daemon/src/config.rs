@@ -26,6 +26,9 @@ pub struct Config {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Operations that need other people's approval.
+    #[serde(default)]
+    pub dual_control: DualControlConfig,
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -105,6 +108,60 @@ pub struct AccessRule {
     pub operations: Vec<String>,
 }
 
+/// `[dual_control]`: operations that need other people's approval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DualControlConfig {
+    /// Which operations are held back: `destroy`, `disable`, `set_policy`.
+    pub operations: Vec<String>,
+    /// Distinct approvers needed besides the requester (at least 1).
+    pub approvals: u32,
+    /// How long a request stays open (`"24h"`).
+    pub ttl: String,
+}
+
+impl Default for DualControlConfig {
+    fn default() -> Self {
+        Self {
+            operations: Vec::new(),
+            approvals: 1,
+            ttl: "24h".into(),
+        }
+    }
+}
+
+impl DualControlConfig {
+    /// The checked settings, or `None` when no operation is held back.
+    ///
+    /// # Errors
+    /// An unknown operation, zero approvals, or a bad ttl.
+    pub fn checked(&self) -> Result<Option<crate::keyring::requests::DualControl>, String> {
+        if self.operations.is_empty() {
+            return Ok(None);
+        }
+        for op in &self.operations {
+            if !matches!(op.as_str(), "destroy" | "disable" | "set_policy") {
+                return Err(format!(
+                    "[dual_control] operations: {op:?} is not destroy, disable or set_policy"
+                ));
+            }
+        }
+        if self.approvals == 0 {
+            return Err("[dual_control] approvals must be at least 1".into());
+        }
+        let ttl = crate::keyring::policy::parse_duration(&self.ttl)
+            .map_err(|e| format!("[dual_control] ttl: {e}"))?;
+        if !(1..=30 * 86_400).contains(&ttl) {
+            return Err("[dual_control] ttl must be between 1s and 30d".into());
+        }
+        Ok(Some(crate::keyring::requests::DualControl {
+            operations: self.operations.clone(),
+            approvals: self.approvals,
+            ttl,
+        }))
+    }
+}
+
 /// `[audit]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -127,6 +184,15 @@ pub struct AuditConfig {
     pub queue_lines: usize,
     /// How long a required operation waits for its line to be written (`"5s"`).
     pub write_timeout: String,
+    /// The keyset (purpose `audit`) whose key signs the checkpoints that
+    /// seal the hash chain; none: the chain is written, never sealed.
+    pub keyset: Option<String>,
+    /// How often a checkpoint is written (`"60s"`); one is also written at shutdown.
+    pub checkpoint_every: String,
+    /// Where the chain's head is kept between runs (set by custosd to
+    /// `state_dir/audit-chain`, for a file that logrotate emptied).
+    #[serde(skip)]
+    pub chain_state: Option<std::path::PathBuf>,
 }
 
 impl AuditConfig {
@@ -176,6 +242,9 @@ impl Default for AuditConfig {
             required: true,
             queue_lines: 10_000,
             write_timeout: "5s".into(),
+            keyset: None,
+            checkpoint_every: "60s".into(),
+            chain_state: None,
         }
     }
 }

@@ -84,6 +84,7 @@ fn dev_config() -> Config {
         keyring: Default::default(),
         access: Vec::new(),
         audit: AuditConfig::default(),
+        dual_control: Default::default(),
         limits: Default::default(),
         log: Default::default(),
         metrics: Default::default(),
@@ -142,7 +143,9 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
             (config, backends, store)
         }
     };
-    let audit = Arc::new(Auditor::open(&config.audit)?);
+    let mut audit_config = config.audit.clone();
+    audit_config.chain_state = Some(config.server.state_dir.join("audit-chain"));
+    let audit = Arc::new(Auditor::open(&audit_config)?);
     let keyring = Keyring::open(store, backends).map_err(|e| e.to_string())?;
     keyring.set_limits(config.keyring.limits()?);
     keyring.set_max_stale(
@@ -150,6 +153,9 @@ fn setup(mode: &Mode) -> Result<Setup, String> {
             .map_err(|e| format!("[keyring] max_stale: {e}"))?,
     );
     keyring.set_auditor(audit.clone());
+    if let Some(dc) = config.dual_control.checked()? {
+        keyring.set_dual_control(dc);
+    }
     Ok(Setup {
         config,
         keyring,
@@ -488,6 +494,48 @@ async fn run_schedule(
     }
 }
 
+/// Signs audit checkpoints with the active key of audit keyset `name`.
+fn sealer(keyring: Arc<Keyring>, name: String) -> crate::audit::Sealer {
+    Box::new(move |chain| {
+        use crate::keyring::keyset::Purpose;
+        let key = keyring
+            .active_key(&name, Purpose::Audit)
+            .map_err(|e| format!("[audit] keyset {name:?}: {e}"))?;
+        let claims = crate::audit::chain::checkpoint_claims(chain, crate::keyring::now());
+        let jws =
+            crate::jose::jws::sign_jwt(&key, Some(crate::audit::chain::CHECKPOINT_TYP), claims)
+                .map_err(|e| format!("[audit] keyset {name:?}: signing the checkpoint: {e}"))?;
+        Ok(crate::audit::Seal {
+            keyset: name.clone(),
+            kid: key.kid.clone(),
+            jws,
+        })
+    })
+}
+
+/// Writes an audit checkpoint every `every` until aborted.
+fn spawn_checkpoints(
+    audit: Arc<Auditor>,
+    keyring: Arc<Keyring>,
+    name: String,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut timer = tokio::time::interval(every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer.tick().await;
+        loop {
+            timer.tick().await;
+            if !audit
+                .checkpoint(sealer(keyring.clone(), name.clone()))
+                .await
+            {
+                tracing::error!(keyset = %name, "an audit checkpoint was not written");
+            }
+        }
+    })
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -583,6 +631,7 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         tls: tls.as_ref().map(|(_, t)| t.clone()),
         audit: setup.audit.clone(),
     });
+    let audit = setup.audit.clone();
     let options = ServeOptions {
         request_timeout: ServerConfig::duration("request_timeout", &config.server.request_timeout)?,
         max_concurrent_streams: config.server.max_concurrent_streams,
@@ -594,8 +643,32 @@ pub async fn run(mode: Mode) -> Result<(), String> {
     };
     // Kept for `finish` (and so never dropped: see there).
     let _ = SERVED.set(keyring.clone());
-    let result = crate::server::serve(keyring, options, listener, shutdown_signal()).await;
+    let checkpoints = config
+        .audit
+        .keyset
+        .as_ref()
+        .map(|name| {
+            let every = interval(&config.audit.checkpoint_every)?;
+            Ok::<_, String>(spawn_checkpoints(
+                audit.clone(),
+                keyring.clone(),
+                name.clone(),
+                every,
+            ))
+        })
+        .transpose()?;
+    let result = crate::server::serve(keyring.clone(), options, listener, shutdown_signal()).await;
     background.abort();
+    if let (Some(task), Some(name)) = (checkpoints, &config.audit.keyset) {
+        task.abort();
+        // The last lines of this run are sealed before custosd exits.
+        if !audit
+            .checkpoint(sealer(keyring.clone(), name.clone()))
+            .await
+        {
+            tracing::error!("the shutdown audit checkpoint was not written");
+        }
+    }
     if socket_owned {
         let _ = std::fs::remove_file(&config.server.socket);
     }

@@ -28,6 +28,7 @@ pub const PURPOSES: &[&str] = &[
     "http_message",
     "tls_client",
     "tls_server",
+    "audit",
 ];
 
 /// The FAPI profiles (`CreateKeysetRequest.profile`).

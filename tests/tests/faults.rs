@@ -242,5 +242,9 @@ async fn a_key_generation_whose_answer_is_lost_is_not_made_twice() {
         2,
         "one key per version, no orphan: {objects}"
     );
-    assert!(d.log_text().contains("made the key after all"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("made the key after all"),
+        "{}",
+        d.log_text()
+    );
 }

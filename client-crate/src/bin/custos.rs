@@ -87,6 +87,12 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Check audit logs offline (no daemon needed).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Dual control: operations held back for other people's approval.
+    #[command(subcommand)]
+    Requests(RequestsCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -228,6 +234,53 @@ enum KeysetCmd {
         name: String,
         /// The PEM chain file; standard input when absent.
         chain: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestsCmd {
+    /// List requests (pending first is up to you: newest first).
+    List,
+    /// Show one request, with the digest an approval names.
+    Show {
+        /// Request id (r-...).
+        id: String,
+    },
+    /// Approve a request you have looked at: --digest is the one `show` printed,
+    /// so an approval never covers a request that changed.
+    Approve {
+        /// Request id.
+        id: String,
+        /// The request's digest, from `custos requests show ID`.
+        #[arg(long)]
+        digest: String,
+    },
+    /// Reject a request (the requester: withdraw it).
+    Reject {
+        /// Request id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of audit log files (oldest first, across
+    /// rotations) and, with --jwks, every checkpoint's signature; names each
+    /// edited, deleted, reordered or truncated line. Exit 0: intact and
+    /// sealed; 1: broken (or lines not sealed by a checkpoint).
+    Verify {
+        /// The audit files, oldest first (e.g. audit.jsonl.1 audit.jsonl).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The audit keyset's JWKS (`custos jwks --keyset NAME`), to check the checkpoints.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// Lines after the last checkpoint are fine (a log custosd still writes).
+        #[arg(long)]
+        allow_unsealed: bool,
     },
 }
 
@@ -583,6 +636,20 @@ struct Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
+        // Held back by dual control: not refused, waiting (exit 3).
+        if let Some(id) = e
+            .status()
+            .and_then(|s| s.metadata().get("custos-request-id"))
+            .and_then(|v| v.to_str().ok())
+        {
+            return Failure {
+                code: 3,
+                message: format!(
+                    "waiting for approval as request {id}: {}",
+                    e.status().map(|s| s.message()).unwrap_or_default()
+                ),
+            };
+        }
         let code = if e.status().is_some() { 1 } else { 2 };
         Failure {
             code,
@@ -593,6 +660,88 @@ impl From<Error> for Failure {
 
 fn usage(message: String) -> Failure {
     Failure { code: 2, message }
+}
+
+fn request_json(r: &proto::PendingRequest) -> serde_json::Value {
+    json!({
+        "id": r.id, "state": r.state, "operation": r.operation, "keyset": r.keyset,
+        "kid": (!r.kid.is_empty()).then_some(&r.kid),
+        "parameters": serde_json::from_str::<serde_json::Value>(&r.operation_json).unwrap_or_default(),
+        "requested_by": r.requested_by, "requested_at": r.requested_at, "expires_at": r.expires_at,
+        "needed": r.needed,
+        "approvals": r.approvals.iter().map(|a| json!({"by": a.by, "at": a.at})).collect::<Vec<_>>(),
+        "outcome": (!r.outcome.is_empty()).then_some(&r.outcome),
+        "digest": r.digest,
+    })
+}
+
+/// `custos audit verify`: reads the files and the JWKS, prints the report.
+fn audit_verify(
+    files: &[PathBuf],
+    jwks: Option<&PathBuf>,
+    allow_unsealed: bool,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let texts = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| (f.display().to_string(), t))
+                .map_err(|e| usage(format!("cannot read {}: {e}", f.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let jwks = jwks
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map_err(|e| usage(format!("cannot read {}: {e}", p.display())))
+                .and_then(|t| {
+                    serde_json::from_str::<serde_json::Value>(&t)
+                        .map_err(|e| usage(format!("{} is not a JWKS: {e}", p.display())))
+                })
+        })
+        .transpose()?;
+    let r = custos_client::audit::verify(&texts, jwks.as_ref());
+    let intact = r.intact(allow_unsealed);
+    if as_json {
+        print_json(&json!({"intact": intact, "report": r}));
+    } else {
+        for p in &r.problems {
+            println!("BROKEN {p}");
+        }
+        let seqs = match (r.first_seq, r.last_seq) {
+            (Some(a), Some(b)) => format!("seq {a}..{b}"),
+            _ => "no chained lines".into(),
+        };
+        println!(
+            "{} lines ({seqs}); {} checkpoints verified",
+            r.lines, r.checkpoints_verified
+        );
+        if r.checkpoints_unchecked > 0 {
+            println!(
+                "{} checkpoints not checked: give --jwks (custos jwks --keyset AUDIT_KEYSET)",
+                r.checkpoints_unchecked
+            );
+        }
+        match r.sealed_through {
+            Some(s) => println!("sealed through seq {s}"),
+            None => println!("nothing is sealed by a verified checkpoint"),
+        }
+        if r.unsealed > 0 {
+            println!(
+                "{} lines after the last verified checkpoint are not yet sealed",
+                r.unsealed
+            );
+        }
+        println!("{}", if intact { "=> INTACT" } else { "=> NOT INTACT" });
+    }
+    if intact {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            message: "the audit log is not intact (see above)".into(),
+        })
+    }
 }
 
 fn keyset_json(ks: &proto::Keyset) -> serde_json::Value {
@@ -720,6 +869,14 @@ async fn connect(cli: &Target) -> Result<Client, Failure> {
 async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Doctor { config, backend } = &cli.command {
         return doctor(config, backend.as_deref(), cli.json);
+    }
+    if let Command::Audit(AuditCmd::Verify {
+        files,
+        jwks,
+        allow_unsealed,
+    }) = &cli.command
+    {
+        return audit_verify(files, jwks.as_ref(), *allow_unsealed, cli.json);
     }
     if let Command::Completions { shell } = &cli.command {
         use clap::CommandFactory;
@@ -1092,7 +1249,61 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         // Handled before connecting; kept total without a panic.
         Command::Doctor { config, backend } => doctor(&config, backend.as_deref(), cli.json)?,
-        Command::Completions { .. } | Command::Man => {}
+        Command::Completions { .. } | Command::Man | Command::Audit(_) => {}
+        Command::Requests(RequestsCmd::List) => {
+            let all = client.list_requests().await?;
+            if cli.json {
+                print_json(&json!(all.iter().map(request_json).collect::<Vec<_>>()));
+            } else if all.is_empty() {
+                println!("no requests");
+            } else {
+                for r in &all {
+                    println!(
+                        "{}  {:<8} {:<10} {} {}  by {}  {}/{} approvals",
+                        r.id,
+                        r.state,
+                        r.operation,
+                        r.keyset,
+                        r.kid,
+                        r.requested_by,
+                        r.approvals.len(),
+                        r.needed
+                    );
+                }
+            }
+        }
+        Command::Requests(RequestsCmd::Show { id }) => {
+            let r = client.get_request(&id).await?;
+            print_json(&request_json(&r));
+        }
+        Command::Requests(RequestsCmd::Approve { id, digest }) => {
+            let r = client.approve_request(&id, &digest).await?;
+            if cli.json {
+                print_json(&request_json(&r));
+            } else if r.state == "pending" {
+                println!(
+                    "{id}: approved ({} of {} approvals)",
+                    r.approvals.len(),
+                    r.needed
+                );
+            } else {
+                println!("{id}: {} ({})", r.state, r.outcome);
+            }
+            if r.state == "failed" {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("{id}: {}", r.outcome),
+                });
+            }
+        }
+        Command::Requests(RequestsCmd::Reject { id, reason }) => {
+            let r = client.reject_request(&id, &reason).await?;
+            if cli.json {
+                print_json(&request_json(&r));
+            } else {
+                println!("{id}: rejected");
+            }
+        }
         Command::Metadata { keyset } => {
             let all = client.list_keysets().await?;
             let chosen: Vec<&proto::Keyset> = all

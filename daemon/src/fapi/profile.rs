@@ -64,6 +64,8 @@ pub fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> R
         // never be trusted for a token (or the other side's handshake).
         Purpose::TlsClient => "a TLS client's transport key",
         Purpose::TlsServer => "a TLS server's certificate key",
+        // custosd signs its own checkpoints with it; nothing else may.
+        Purpose::Audit => "the audit log's checkpoints",
         _ => "HTTP message signatures",
     };
     if let Some(first) = purposes.first() {
@@ -80,6 +82,11 @@ pub fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> R
         return Err(Error::InvalidArgument(format!(
             "a TLS keyset needs alg ES256, PS256 or EdDSA (TLS 1.3 signature schemes \
              ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, ed25519), not {alg}"
+        )));
+    }
+    if purposes.contains(&Purpose::Audit) && !matches!(alg, Algorithm::ES256 | Algorithm::PS256) {
+        return Err(Error::InvalidArgument(format!(
+            "an audit keyset needs alg ES256 or PS256 (what `custos audit verify` checks), not {alg}"
         )));
     }
     let decrypts = purposes.contains(&Purpose::RequestObjectDecryption);

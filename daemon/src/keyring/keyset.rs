@@ -37,11 +37,14 @@ pub enum Purpose {
     /// A TLS server's certificate key: signs the server's CertificateVerify
     /// (or TLS 1.2 ServerKeyExchange), with `SignTlsHandshake` only.
     TlsServer,
+    /// The audit log's checkpoints: signed by custosd itself, never over
+    /// the API (`[audit] keyset`).
+    Audit,
 }
 
 impl Purpose {
     /// Every purpose.
-    pub const ALL: [Purpose; 12] = [
+    pub const ALL: [Purpose; 13] = [
         Self::IdToken,
         Self::Jarm,
         Self::AccessToken,
@@ -54,6 +57,7 @@ impl Purpose {
         Self::HttpMessage,
         Self::TlsClient,
         Self::TlsServer,
+        Self::Audit,
     ];
 
     /// The purpose's wire name.
@@ -71,6 +75,7 @@ impl Purpose {
             Self::HttpMessage => "http_message",
             Self::TlsClient => "tls_client",
             Self::TlsServer => "tls_server",
+            Self::Audit => "audit",
         }
     }
 }
@@ -113,6 +118,7 @@ impl Purpose {
             Self::TlsClient | Self::TlsServer => {
                 "SignTlsHandshake (custos-client's rustls signing key)"
             }
+            Self::Audit => "custosd's audit checkpoints ([audit] keyset), never an RPC",
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct Manifest {
     pub generation: u64,
     /// Keysets by name.
     pub keysets: BTreeMap<String, Keyset>,
+    /// Dual-control requests by id (pending, and decided ones kept for the record).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, super::requests::Request>,
 }
 
 /// The manifest's path inside `state_dir`.

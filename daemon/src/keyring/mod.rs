@@ -19,6 +19,7 @@ pub mod etcd_store;
 pub mod keyset;
 pub mod manifest;
 pub mod policy;
+pub mod requests;
 pub mod schedule;
 pub mod store;
 
@@ -129,6 +130,7 @@ pub struct Keyring {
     writer: Mutex<()>,
     orphans: Mutex<Vec<(String, KeyRef)>>,
     audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
+    dual_control: std::sync::OnceLock<requests::DualControl>,
     limits: std::sync::OnceLock<Limits>,
     /// Keysets held back because their record in the manifest does not match
     /// the device (name, why): not served for anything until it does.
@@ -196,6 +198,7 @@ impl Keyring {
             writer: Mutex::new(()),
             orphans: Mutex::new(Vec::new()),
             audit: std::sync::OnceLock::new(),
+            dual_control: std::sync::OnceLock::new(),
             limits: std::sync::OnceLock::new(),
             quarantine: Mutex::new(BTreeMap::new()),
             device_keys: Mutex::new(HashMap::new()),

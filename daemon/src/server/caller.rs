@@ -59,6 +59,19 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Who the caller is as a person or service, for dual control: the uid,
+    /// or the certificate's SANs (never the pid: the same person calling
+    /// twice is one approver).
+    pub(crate) fn identity(&self) -> String {
+        match self {
+            Caller::Unix { uid, .. } => format!("uid:{uid}"),
+            Caller::Tls { sans, subject } if sans.is_empty() => format!("tls-subject:{subject}"),
+            Caller::Tls { sans, .. } => format!("tls-san:{}", sans.join(",")),
+        }
+    }
+}
+
 impl std::fmt::Display for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

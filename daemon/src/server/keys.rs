@@ -10,6 +10,7 @@ use crate::jose;
 use crate::keyring::keyset::Keyset;
 use crate::keyring::keyset::{Profile, Purpose};
 use crate::keyring::policy::parse_duration;
+use crate::keyring::requests::Guarded;
 use crate::keyring::{Keyring, NewKeyset, PolicyUpdate};
 use custos_proto::v1 as pb;
 use custos_proto::v1::key_admin_server::KeyAdmin;
@@ -55,6 +56,15 @@ impl KeyAdminService {
             .check(&request, right, Some(&request.get_ref().name))?;
         let req = request.into_inner();
         let (name, kid) = (req.name.clone(), req.kid.clone());
+        if operation == "disable_version" {
+            let guarded = Guarded::DisableVersion {
+                keyset: name.clone(),
+                kid: kid.clone(),
+            };
+            if let Some(held) = self.hold(&caller, guarded).await {
+                return Err(held);
+            }
+        }
         self.admin(caller, operation, &name, Some(&kid), move |k, by| {
             change(k, &req.name, &req.kid, by)
         })
@@ -256,6 +266,13 @@ impl KeyAdmin for KeyAdminService {
             )));
         }
         let (name, kid) = (req.name.clone(), req.kid.clone());
+        let guarded = Guarded::DestroyVersion {
+            keyset: name.clone(),
+            kid: kid.clone(),
+        };
+        if let Some(held) = self.hold(&caller, guarded).await {
+            return Err(held);
+        }
         self.admin(
             caller,
             "destroy_version",
@@ -337,9 +354,71 @@ impl KeyAdmin for KeyAdminService {
             auto_destroy: req.auto_destroy,
         };
         let name = req.name.clone();
+        let guarded = Guarded::SetPolicy {
+            keyset: name.clone(),
+            rotation_period: update.rotation_period,
+            publish_ahead: update.publish_ahead,
+            retain_for: update.retain_for,
+            auto_destroy: update.auto_destroy,
+        };
+        if let Some(held) = self.hold(&caller, guarded).await {
+            return Err(held);
+        }
         self.admin(caller, "set_policy", &name, None, move |k, by| {
             k.set_policy(&req.name, update, by)
         })
         .await
+    }
+
+    async fn list_requests(
+        &self,
+        request: Request<pb::ListRequestsRequest>,
+    ) -> Result<Response<pb::ListRequestsResponse>, Status> {
+        self.gate.check(&request, "manage", None)?;
+        Ok(Response::new(pb::ListRequestsResponse {
+            requests: self
+                .keyring
+                .requests()
+                .iter()
+                .map(super::requests::shown)
+                .collect(),
+        }))
+    }
+
+    async fn get_request(
+        &self,
+        request: Request<pb::GetRequestRequest>,
+    ) -> Result<Response<pb::PendingRequest>, Status> {
+        let (keyset, _) = super::requests::right_on(&self.keyring, &request.get_ref().id)?;
+        self.gate.check(&request, "manage", Some(&keyset))?;
+        let r = self
+            .keyring
+            .request(&request.get_ref().id)
+            .map_err(to_status)?;
+        Ok(Response::new(super::requests::shown(&r)))
+    }
+
+    async fn approve_request(
+        &self,
+        request: Request<pb::ApproveRequestRequest>,
+    ) -> Result<Response<pb::PendingRequest>, Status> {
+        let (keyset, right) = super::requests::right_on(&self.keyring, &request.get_ref().id)?;
+        let caller = self.gate.check(&request, right, Some(&keyset))?;
+        let req = request.into_inner();
+        self.decide(caller, req.id, Some(req.digest), String::new())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reject_request(
+        &self,
+        request: Request<pb::RejectRequestRequest>,
+    ) -> Result<Response<pb::PendingRequest>, Status> {
+        let (keyset, right) = super::requests::right_on(&self.keyring, &request.get_ref().id)?;
+        let caller = self.gate.check(&request, right, Some(&keyset))?;
+        let req = request.into_inner();
+        self.decide(caller, req.id, None, req.reason)
+            .await
+            .map(Response::new)
     }
 }

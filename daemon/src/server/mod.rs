@@ -11,6 +11,7 @@ mod convert;
 mod health;
 mod http_messages;
 mod keys;
+mod requests;
 mod rpc_metrics;
 mod signer;
 mod status;

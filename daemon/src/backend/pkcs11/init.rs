@@ -1,6 +1,7 @@
 //! `C_Initialize`, with the `pReserved` string some modules need (NSS
-//! softokn reads its database location from it). The only `unsafe` in the
-//! daemon: cryptoki takes the reserved pointer as a raw pointer.
+//! softokn reads its database location from it). One of the daemon's two
+//! `unsafe` places (the other is `one_call.rs`): cryptoki takes the
+//! reserved pointer as a raw pointer.
 
 use super::errors;
 use crate::backend::BackendError;

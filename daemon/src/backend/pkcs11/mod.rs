@@ -13,6 +13,7 @@ mod errors;
 mod init;
 mod inventory;
 mod keys;
+mod one_call;
 mod pool;
 mod sign;
 
@@ -35,6 +36,8 @@ use std::time::Duration;
 pub struct Pkcs11Backend {
     profile: HsmProfile,
     pool: SessionPool,
+    /// The module's `C_Sign`, for signing in one call (`None`: cryptoki's two).
+    one_call: Option<one_call::OneCallSign>,
     /// Private-key handles by key id; handles stay valid across sessions.
     handles: RwLock<HashMap<String, ObjectHandle>>,
 }
@@ -79,9 +82,14 @@ impl Pkcs11Backend {
             profile.sessions.pool_size,
             Duration::from_millis(profile.sessions.wait_ms),
         )?;
+        let one_call = one_call::OneCallSign::load(module);
+        if one_call.is_none() {
+            tracing::info!(module = %module.display(), "signing with cryptoki's length query (two C_Sign calls)");
+        }
         Ok(Self {
             profile,
             pool,
+            one_call,
             handles: RwLock::new(HashMap::new()),
         })
     }
@@ -338,7 +346,7 @@ impl KeyBackend for Pkcs11Backend {
     fn sign(&self, key: &KeyRef, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, BackendError> {
         let mechanism = self.settings(alg)?.mechanism;
         self.with_key(key, alg, |s, handle| {
-            sign::sign(s, handle, mechanism, message)
+            sign::sign(s, self.one_call.as_ref(), handle, mechanism, message)
         })
     }
 
@@ -387,7 +395,13 @@ impl KeyBackend for Pkcs11Backend {
         let settings = self.settings(alg)?;
         let mut s = self.pool.fresh()?;
         let (handle, _) = keys::find(&mut s, key, alg)?;
-        sign::sign(&mut s, handle, settings.mechanism, message)
+        sign::sign(
+            &mut s,
+            self.one_call.as_ref(),
+            handle,
+            settings.mechanism,
+            message,
+        )
     }
 
     fn inline_calls(&self) -> bool {

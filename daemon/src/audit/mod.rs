@@ -6,13 +6,17 @@
 //! Lines are written by one writer thread fed through a bounded queue, so a
 //! slow or stuck disk never blocks the async workers that serve requests; the
 //! writer takes every line queued so far in one write (and one fsync, with
-//! `fsync = true`). With `required = true` (the default) an operation waits
+//! `fsync = true`). Lines are hash-chained and sealed by signed checkpoints
+//! ([`chain`]). With `required = true` (the default) an operation waits
 //! until its line is written and fails when the queue is full, the write
 //! fails, or the line is not written within `write_timeout`: nothing is
 //! signed that is not recorded.
 
+pub mod chain;
+
 use crate::config::AuditConfig;
 use crate::error::{Error, Result};
+use chain::Chain;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,12 +108,46 @@ enum Done {
     Blocking(SyncSender<bool>),
 }
 
+/// What a checkpoint's signer returns: the audit keyset, the kid that
+/// signed, and the compact JWS over [`chain::checkpoint_claims`].
+#[derive(Debug, Clone)]
+pub struct Seal {
+    /// The audit keyset.
+    pub keyset: String,
+    /// The key version that signed.
+    pub kid: String,
+    /// The JWS.
+    pub jws: String,
+}
+
+/// Signs a checkpoint over the chain as it stands (run on the writer
+/// thread, in order with the lines).
+pub type Sealer = Box<dyn FnOnce(&Chain) -> std::result::Result<Seal, String> + Send>;
+
 /// One or more lines for the writer thread.
 struct Job {
     text: String,
     done: Option<Done>,
     /// Reopen the file (after the lines queued before it are written).
     reopen: bool,
+    /// Write a checkpoint (after the lines queued before it).
+    seal: Option<Sealer>,
+}
+
+impl Job {
+    fn lines(text: String, done: Option<Done>) -> Self {
+        Self {
+            text,
+            done,
+            reopen: false,
+            seal: None,
+        }
+    }
+
+    /// A job that must not be grouped with lines: a reopen or a checkpoint.
+    fn is_control(&self) -> bool {
+        self.reopen || self.seal.is_some()
+    }
 }
 
 /// Queues audit lines for the writer thread.
@@ -185,9 +223,15 @@ impl Auditor {
         let capacity = config.queue_lines.max(1);
         let (queue, lines) = sync_channel::<Job>(capacity);
         let fsync = config.fsync;
+        let file = match &sink {
+            Sink::File(path, _) => Some(path.clone()),
+            _ => None,
+        };
+        let state = config.chain_state.clone();
+        let chain = Chain::resume(file.as_deref(), state.as_deref());
         std::thread::Builder::new()
             .name("custos-audit".into())
-            .spawn(move || writer(sink, fsync, &lines))
+            .spawn(move || writer(sink, fsync, chain, state, &lines))
             .map_err(|e| format!("[audit] cannot start the writer thread: {e}"))?;
         Ok(Self {
             queue,
@@ -243,15 +287,33 @@ impl Auditor {
     pub async fn reopen(&self) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Job {
-            text: String::new(),
-            done: Some(Done::Async(tx)),
             reopen: true,
+            ..Job::lines(String::new(), Some(Done::Async(tx)))
         };
         if self.queue.try_send(job).is_err() {
             return false;
         }
         matches!(
             tokio::time::timeout(self.write_timeout, rx).await,
+            Ok(Ok(true))
+        )
+    }
+
+    /// Writes a checkpoint signed by `seal` after the lines queued so far;
+    /// `false` when it could not be signed or written (a line saying why is
+    /// written instead when the log can be written at all).
+    pub async fn checkpoint(&self, seal: Sealer) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            seal: Some(seal),
+            ..Job::lines(String::new(), Some(Done::Async(tx)))
+        };
+        if self.queue.try_send(job).is_err() {
+            return false;
+        }
+        // Signing may wait on the device: its own call deadline applies there.
+        matches!(
+            tokio::time::timeout(self.write_timeout.saturating_mul(3), rx).await,
             Ok(Ok(true))
         )
     }
@@ -278,11 +340,7 @@ impl Auditor {
     /// Hands a line to the writer. A full queue fails a required line and
     /// drops (and counts) an optional one.
     fn enqueue(&self, text: String, done: Option<Done>) -> Result<()> {
-        match self.queue.try_send(Job {
-            text,
-            done,
-            reopen: false,
-        }) {
+        match self.queue.try_send(Job::lines(text, done)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) if self.required => {
                 crate::metrics::audit_failure();
@@ -319,21 +377,95 @@ impl Auditor {
     }
 }
 
+/// Writes `text` to the sink in one go.
+fn put(sink: &mut Sink, fsync: bool, text: &str) -> std::io::Result<()> {
+    match sink {
+        Sink::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        }
+        Sink::Syslog(s, path) => send_datagrams(s, path, text, false),
+        Sink::Journal(s, path) => send_datagrams(s, path, text, true),
+        Sink::File(_, f) => {
+            f.write_all(text.as_bytes())
+                .and_then(|()| if fsync { f.sync_data() } else { Ok(()) })
+        }
+    }
+}
+
+/// The writer's state: where lines go and the chain over them.
+struct Writer {
+    sink: Sink,
+    fsync: bool,
+    chain: Chain,
+    state: Option<std::path::PathBuf>,
+}
+
+impl Writer {
+    /// Chains and writes `raw` lines; the chain moves on only when they were written.
+    fn write(&mut self, raw: &str) -> std::io::Result<()> {
+        let mut next = self.chain.clone();
+        let text = next.link(raw);
+        put(&mut self.sink, self.fsync, &text)?;
+        self.chain = next;
+        Ok(())
+    }
+
+    /// A reopen or a checkpoint.
+    fn control(&mut self, job: Job) {
+        if job.reopen {
+            let ok = self.sink.reopen();
+            tell(job.done, ok);
+            return;
+        }
+        let Some(seal) = job.seal else {
+            return tell(job.done, true);
+        };
+        let sealed = self.chain.clone();
+        let (line, signed) = match seal(&sealed) {
+            Ok(s) => (checkpoint_line(&s, &sealed), true),
+            Err(why) => {
+                tracing::error!(error = %why, "the audit checkpoint could not be signed");
+                (checkpoint_failed_line(&why), false)
+            }
+        };
+        let written = self.write(&line);
+        if let Err(e) = &written {
+            crate::metrics::audit_failure();
+            tracing::error!(error = %e, "audit checkpoint write failed");
+        } else if let Some(state) = &self.state {
+            self.chain.save(state);
+        }
+        tell(job.done, signed && written.is_ok());
+    }
+}
+
 /// The writer thread: takes what is queued, writes it in one go, tells the
 /// waiters. Ends when the auditor is dropped.
-fn writer(mut sink: Sink, fsync: bool, lines: &std::sync::mpsc::Receiver<Job>) {
+fn writer(
+    sink: Sink,
+    fsync: bool,
+    chain: Chain,
+    state: Option<std::path::PathBuf>,
+    lines: &std::sync::mpsc::Receiver<Job>,
+) {
+    let mut w = Writer {
+        sink,
+        fsync,
+        chain,
+        state,
+    };
     while let Ok(first) = lines.recv() {
-        if first.reopen {
-            let ok = sink.reopen();
-            tell(first.done, ok);
+        if first.is_control() {
+            w.control(first);
             continue;
         }
         let mut jobs = vec![first];
-        let mut reopen = None;
+        let mut control = None;
         while jobs.len() < GROUP {
             match lines.try_recv() {
-                Ok(j) if j.reopen => {
-                    reopen = Some(j);
+                Ok(j) if j.is_control() => {
+                    control = Some(j);
                     break;
                 }
                 Ok(j) => jobs.push(j),
@@ -341,22 +473,7 @@ fn writer(mut sink: Sink, fsync: bool, lines: &std::sync::mpsc::Receiver<Job>) {
             }
         }
         let text: String = jobs.iter().map(|j| j.text.as_str()).collect();
-        let written =
-            match &mut sink {
-                Sink::Stdout => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(text.as_bytes()).and_then(|()| out.flush())
-                }
-                Sink::Syslog(s, path) => send_datagrams(s, path, &text, false),
-                Sink::Journal(s, path) => send_datagrams(s, path, &text, true),
-                Sink::File(_, f) => f.write_all(text.as_bytes()).and_then(|()| {
-                    if fsync {
-                        f.sync_data()
-                    } else {
-                        Ok(())
-                    }
-                }),
-            };
+        let written = w.write(&text);
         if let Err(e) = &written {
             crate::metrics::audit_failure();
             tracing::error!(error = %e, lines = jobs.len(), "audit log write failed");
@@ -364,11 +481,42 @@ fn writer(mut sink: Sink, fsync: bool, lines: &std::sync::mpsc::Receiver<Job>) {
         for j in jobs {
             tell(j.done, written.is_ok());
         }
-        if let Some(j) = reopen {
-            let ok = sink.reopen();
-            tell(j.done, ok);
+        if let Some(j) = control {
+            w.control(j);
         }
     }
+}
+
+/// A checkpoint line: the seal over every line up to `sealed`.
+fn checkpoint_line(seal: &Seal, sealed: &Chain) -> String {
+    let mut line = Map::new();
+    line.insert("time".into(), json!(rfc3339_now()));
+    line.insert("caller".into(), json!({"custosd": "audit"}));
+    line.insert("operation".into(), json!("audit_checkpoint"));
+    line.insert("keyset".into(), json!(seal.keyset));
+    line.insert("kid".into(), json!(seal.kid));
+    line.insert(
+        "detail".into(),
+        json!(format!("seals every line up to seq {}", sealed.seq)),
+    );
+    line.insert("jws".into(), json!(seal.jws));
+    line.insert("outcome".into(), json!("ok"));
+    let mut text = Value::Object(line).to_string();
+    text.push('\n');
+    text
+}
+
+/// The line written when a checkpoint could not be signed.
+fn checkpoint_failed_line(why: &str) -> String {
+    let mut line = Map::new();
+    line.insert("time".into(), json!(rfc3339_now()));
+    line.insert("caller".into(), json!({"custosd": "audit"}));
+    line.insert("operation".into(), json!("audit_checkpoint"));
+    line.insert("detail".into(), json!(why));
+    line.insert("outcome".into(), json!("error"));
+    let mut text = Value::Object(line).to_string();
+    text.push('\n');
+    text
 }
 
 /// Tells whoever waits for a job how it went.
