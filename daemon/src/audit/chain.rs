@@ -102,16 +102,24 @@ impl Chain {
 
 /// The last non-empty line of a file (read from its last 64 KiB).
 fn last_line(path: &Path) -> Option<String> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let start = len.saturating_sub(64 * 1024);
+    let f = std::fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    // Only a regular file has a last line (a device such as /dev/full reads forever).
+    if !meta.is_file() {
+        return None;
+    }
+    let start = meta.len().saturating_sub(64 * 1024);
+    let mut f = f;
     f.seek(SeekFrom::Start(start)).ok()?;
-    let mut tail = String::new();
-    f.read_to_string(&mut tail).ok()?;
-    tail.lines()
+    let mut tail = Vec::new();
+    f.take(64 * 1024).read_to_end(&mut tail).ok()?;
+    // The window may start inside a character of an earlier line; the last
+    // line itself is whole.
+    let last = tail
+        .split(|&b| b == b'\n')
         .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(str::to_string)
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace))?;
+    String::from_utf8(last.to_vec()).ok()
 }
 
 /// The claims a checkpoint's JWS signs: the seq and hash of the line
@@ -156,5 +164,23 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         assert_eq!(Chain::resume(Some(&file), Some(&state)), c);
         assert_eq!(Chain::resume(None, None), Chain::default());
+    }
+
+    #[test]
+    fn a_device_or_a_window_inside_a_character_does_not_stop_the_resume() {
+        // /dev/full reads zeros forever: not a file to take a last line from.
+        assert_eq!(Chain::resume(Some(Path::new("/dev/full")), None), Chain::default());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.jsonl");
+        let mut c = Chain::default();
+        // Put a two-byte character across the start of the last 64 KiB.
+        let pad = "é".repeat(40 * 1024);
+        let mut text = c.link(&format!("{{\"detail\":\"{pad}\"}}\n{{\"b\":1}}\n"));
+        if text.is_char_boundary(text.len() - 64 * 1024) {
+            text.insert(0, ' ');
+        }
+        assert!(!text.is_char_boundary(text.len() - 64 * 1024));
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(Chain::resume(Some(&file), None), c);
     }
 }

@@ -70,8 +70,9 @@ impl Guarded {
     /// operation itself needs).
     pub fn right(&self) -> &'static str {
         match self {
-            Self::DestroyVersion { .. } => "destroy",
-            _ => "manage",
+            // As the RPCs: DisableVersion needs `destroy` too.
+            Self::DestroyVersion { .. } | Self::DisableVersion { .. } => "destroy",
+            Self::SetPolicy { .. } => "manage",
         }
     }
 
