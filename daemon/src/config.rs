@@ -108,6 +108,24 @@ pub struct AccessRule {
     pub operations: Vec<String>,
 }
 
+/// The checked `[dual_control]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DualControl {
+    /// Operations held back (`destroy`, `disable`, `set_policy`).
+    pub operations: Vec<String>,
+    /// Distinct approvers needed besides the requester.
+    pub approvals: u32,
+    /// Seconds a request stays open.
+    pub ttl: i64,
+}
+
+impl DualControl {
+    /// Whether `kind` is held back.
+    pub fn guards(&self, kind: &str) -> bool {
+        self.operations.iter().any(|o| o == kind)
+    }
+}
+
 /// `[dual_control]`: operations that need other people's approval.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -135,7 +153,7 @@ impl DualControlConfig {
     ///
     /// # Errors
     /// An unknown operation, zero approvals, or a bad ttl.
-    pub fn checked(&self) -> Result<Option<crate::keyring::requests::DualControl>, String> {
+    pub fn checked(&self) -> Result<Option<DualControl>, String> {
         if self.operations.is_empty() {
             return Ok(None);
         }
@@ -149,12 +167,12 @@ impl DualControlConfig {
         if self.approvals == 0 {
             return Err("[dual_control] approvals must be at least 1".into());
         }
-        let ttl = crate::keyring::policy::parse_duration(&self.ttl)
+        let ttl = crate::duration::parse_duration(&self.ttl)
             .map_err(|e| format!("[dual_control] ttl: {e}"))?;
         if !(1..=30 * 86_400).contains(&ttl) {
             return Err("[dual_control] ttl must be between 1s and 30d".into());
         }
-        Ok(Some(crate::keyring::requests::DualControl {
+        Ok(Some(DualControl {
             operations: self.operations.clone(),
             approvals: self.approvals,
             ttl,
@@ -219,7 +237,7 @@ impl AuditConfig {
     /// # Errors
     /// A message naming the setting.
     pub fn write_timeout(&self) -> Result<std::time::Duration, String> {
-        match crate::keyring::policy::parse_duration(&self.write_timeout) {
+        match crate::duration::parse_duration(&self.write_timeout) {
             Ok(s) if (1..=3600).contains(&s) => {
                 Ok(std::time::Duration::from_secs(s.unsigned_abs()))
             }
@@ -346,7 +364,7 @@ impl KeyringConfig {
     /// # Errors
     /// A message naming the setting.
     pub fn limits(&self) -> Result<crate::keyring::Limits, String> {
-        let min_rotation_period = crate::keyring::policy::parse_duration(&self.min_rotation_period)
+        let min_rotation_period = crate::duration::parse_duration(&self.min_rotation_period)
             .map_err(|e| format!("[keyring] min_rotation_period: {e}"))?;
         if min_rotation_period < 1 || self.max_live_versions < 2 || self.max_keysets_per_backend < 1
         {
@@ -489,7 +507,7 @@ impl ServerConfig {
     /// # Errors
     /// A message naming the setting.
     pub fn duration(name: &str, value: &str) -> Result<std::time::Duration, String> {
-        match crate::keyring::policy::parse_duration(value) {
+        match crate::duration::parse_duration(value) {
             Ok(s) if (1..=86_400).contains(&s) => {
                 Ok(std::time::Duration::from_secs(s.unsigned_abs()))
             }
@@ -655,7 +673,7 @@ pub struct Pkcs11Config {
 /// # Errors
 /// A message naming the backend.
 pub fn call_timeout_ms(backend: &str, value: &str) -> Result<u64, String> {
-    match crate::keyring::policy::parse_duration(value) {
+    match crate::duration::parse_duration(value) {
         Ok(s) if (1..=600).contains(&s) => Ok(s.unsigned_abs() * 1000),
         Ok(_) => Err(format!(
             "[backends.{backend}] call_timeout {value:?} must be between 1s and 10m"
@@ -763,19 +781,19 @@ impl Config {
         }
         config.keyring.limits()?;
         for d in [&config.keyring.refresh, &config.keyring.schedule_tick] {
-            match crate::keyring::policy::parse_duration(d) {
+            match crate::duration::parse_duration(d) {
                 Ok(s) if s >= 1 => {}
                 Ok(_) => return Err(format!("[keyring] interval {d:?} must be at least 1s")),
                 Err(e) => return Err(format!("[keyring] {e}")),
             }
         }
-        crate::keyring::policy::parse_duration(&config.keyring.max_stale)
+        crate::duration::parse_duration(&config.keyring.max_stale)
             .map_err(|e| format!("[keyring] max_stale: {e}"))?;
         match config.keyring.manifest.as_str() {
             "file" => {}
             "etcd" => match &config.keyring.etcd {
                 Some(e) if !e.endpoints.is_empty() => {
-                    crate::keyring::policy::parse_duration(&e.timeout)
+                    crate::duration::parse_duration(&e.timeout)
                         .map_err(|err| format!("[keyring.etcd] timeout: {err}"))?;
                     if e.user.is_some() != e.password.is_some() {
                         return Err("[keyring.etcd] user and password go together".into());

@@ -34,6 +34,7 @@ pub mod bench;
 pub mod binding;
 pub mod config;
 pub mod doctor;
+pub mod duration;
 pub mod error;
 pub mod fapi;
 pub mod files;

@@ -19,8 +19,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The SoftHSM2 module on Debian.
+/// The SoftHSM2 module on Debian, the default of [`softhsm_module`].
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The SoftHSM2 module the tests use: `CUSTOS_SOFTHSM_MODULE` when set
+/// (another distribution's path, a build of your own), else Debian's.
+pub fn softhsm_module() -> String {
+    std::env::var("CUSTOS_SOFTHSM_MODULE").unwrap_or_else(|_| SOFTHSM_MODULE.to_string())
+}
 
 /// Path of a workspace binary built next to the running test.
 pub fn bin(name: &str) -> PathBuf {
@@ -107,7 +113,7 @@ impl Hsm {
             label: "custos".into(),
             pin,
             profile: "softhsm2".into(),
-            module: SOFTHSM_MODULE.into(),
+            module: softhsm_module(),
             selector: "token_label = \"custos\"".into(),
             algorithms: vec!["ES256", "PS256", "EdDSA", "RS256", "RSA-OAEP-256"],
             lease: None,
@@ -588,7 +594,7 @@ impl P11KitServer {
             .arg("-f")
             .arg("-n")
             .arg(&socket)
-            .args(["--provider", SOFTHSM_MODULE, "pkcs11:token=custos"])
+            .args(["--provider", &softhsm_module(), "pkcs11:token=custos"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

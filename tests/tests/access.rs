@@ -379,7 +379,7 @@ async fn secrets_never_leak_and_unsafe_files_are_refused() {
             format!(
                 "[server]\nsocket = \"{0}/{name}.sock\"\nstate_dir = \"{0}/state\"\n[backends.hsm]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{1}\"\ntoken_label = \"custos\"\npin = \"{pin_source}\"\n",
                 dir.display(),
-                custos_e2e::SOFTHSM_MODULE
+                &custos_e2e::softhsm_module()
             ),
         )
         .expect("write");
@@ -518,7 +518,7 @@ async fn limits_audit_failures_and_socket_safety() {
             "[server]\nsocket = \"{}/s.sock\"\nstate_dir = \"{}/st\"\n[backends.hsm]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{}\"\ntoken_label = \"custos\"\npin = \"env:CUSTOS_TEST_PIN\"\n",
             open_dir.display(),
             hsm.dir.path().display(),
-            custos_e2e::SOFTHSM_MODULE
+            &custos_e2e::softhsm_module()
         ),
     )
     .expect("write");

@@ -588,7 +588,7 @@ async fn start_up_errors_are_clear() {
     let good = format!(
         "[server]\nsocket = \"{0}/s.sock\"\nstate_dir = \"{0}/state\"\n[backends.hsm]\nkind = \"pkcs11\"\nprofile = \"softhsm2\"\nmodule = \"{1}\"\ntoken_label = \"custos\"\npin = \"env:CUSTOS_TEST_PIN\"\n",
         dir.display(),
-        custos_e2e::SOFTHSM_MODULE
+        &custos_e2e::softhsm_module()
     );
     let err = run(&good.replace("token_label", "token_lable"), &hsm.pin);
     assert!(err.contains("token_lable"), "{err}");
@@ -604,7 +604,7 @@ async fn start_up_errors_are_clear() {
     );
     assert!(err.contains("no token labelled \"missing\""), "{err}");
     let err = run(
-        &good.replace(custos_e2e::SOFTHSM_MODULE, "/nonexistent/libnope.so"),
+        &good.replace(&custos_e2e::softhsm_module(), "/nonexistent/libnope.so"),
         &hsm.pin,
     );
     assert!(err.contains("cannot load PKCS#11 module"), "{err}");

@@ -234,7 +234,7 @@ async fn doctor_and_custosd_name_each_broken_setup() {
     let hsm = Hsm::new();
     let good = format!(
         "profile = \"softhsm2\"\nmodule = \"{}\"\ntoken_label = \"custos\"\npin = \"env:CUSTOS_TEST_PIN\"",
-        custos_e2e::SOFTHSM_MODULE
+        &custos_e2e::softhsm_module()
     );
     // A profile promising a mechanism SoftHSM2 does not have, without fallback.
     let profiles = hsm.dir.path().join("profiles");
@@ -256,7 +256,7 @@ async fn doctor_and_custosd_name_each_broken_setup() {
             "no token labelled \"nope\"",
         ),
         (
-            good.replace(custos_e2e::SOFTHSM_MODULE, "/nonexistent/libnope.so"),
+            good.replace(&custos_e2e::softhsm_module(), "/nonexistent/libnope.so"),
             1,
             "cannot load PKCS#11 module /nonexistent/libnope.so",
         ),

@@ -169,7 +169,10 @@ mod tests {
     #[test]
     fn a_device_or_a_window_inside_a_character_does_not_stop_the_resume() {
         // /dev/full reads zeros forever: not a file to take a last line from.
-        assert_eq!(Chain::resume(Some(Path::new("/dev/full")), None), Chain::default());
+        assert_eq!(
+            Chain::resume(Some(Path::new("/dev/full")), None),
+            Chain::default()
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("audit.jsonl");
         let mut c = Chain::default();

@@ -238,7 +238,7 @@ impl KeyCache {
         let mut map = HashMap::new();
         for ks in m.keysets.values() {
             for v in &ks.versions {
-                let verifies = matches!(v.state, VersionState::Active | VersionState::Retired);
+                let verifies = v.state.verifies();
                 let key = if verifies && ks.alg.is_signing() {
                     let jwk = crate::jose::jwk::public_jwk(&v.public, &v.kid, ks.alg);
                     jwk.as_object()

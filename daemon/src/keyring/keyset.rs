@@ -214,6 +214,19 @@ impl VersionState {
     pub fn is_published(self) -> bool {
         matches!(self, Self::Pending | Self::Active | Self::Retired)
     }
+
+    /// Whether a token signed by a version in this state verifies: the
+    /// active key and retired ones (a pending key has signed nothing yet;
+    /// disabled and destroyed keys verify nothing). The one place this is said.
+    pub fn verifies(self) -> bool {
+        matches!(self, Self::Active | Self::Retired)
+    }
+
+    /// Whether a version in this state is still live on the device and may
+    /// get a certificate or a request: pending, active or retired.
+    pub fn is_live(self) -> bool {
+        self.is_published()
+    }
 }
 
 /// One recorded state change of a version.

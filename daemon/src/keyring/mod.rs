@@ -951,10 +951,7 @@ impl Keyring {
                      chain issued for the CSR `custos keyset csr {name}` made"
                 ))
             })?;
-            if !matches!(
-                v.state,
-                VersionState::Pending | VersionState::Active | VersionState::Retired
-            ) {
+            if !v.state.is_live() {
                 return Err(Error::FailedPrecondition(format!(
                     "kid {} is {}: a certificate is stored only for a live key",
                     v.kid,

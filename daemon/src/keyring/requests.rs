@@ -225,68 +225,7 @@ impl Request {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn destroy() -> Request {
-        Request::new(
-            Guarded::DestroyVersion {
-                keyset: "as-id".into(),
-                kid: "k1".into(),
-            },
-            "uid:1001",
-            100,
-            60,
-            2,
-        )
-    }
-
-    #[test]
-    fn two_other_people_approve_the_exact_request() {
-        let mut r = destroy();
-        let d = r.digest();
-        assert!(matches!(
-            r.approve("uid:1001", &d, 110),
-            Err(Error::PermissionDenied(_))
-        ));
-        assert!(!r.approve("uid:1002", &d, 110).unwrap());
-        assert!(r.approve("uid:1002", &d, 111).is_err(), "twice");
-        assert!(r.approve("uid:1003", &d, 112).unwrap());
-    }
-
-    #[test]
-    fn a_changed_or_expired_request_is_not_approved() {
-        let mut r = destroy();
-        let d = r.digest();
-        let mut changed = r.clone();
-        changed.guarded = Guarded::DestroyVersion {
-            keyset: "as-id".into(),
-            kid: "k2".into(),
-        };
-        assert!(changed.approve("uid:1002", &d, 110).is_err());
-        assert!(r.approve("uid:1002", &d, 160).is_err(), "expired");
-        assert!(r.expired(160) && !r.expired(159));
-    }
-}
-
-/// The checked `[dual_control]` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DualControl {
-    /// Operations held back (`destroy`, `disable`, `set_policy`).
-    pub operations: Vec<String>,
-    /// Distinct approvers needed besides the requester.
-    pub approvals: u32,
-    /// Seconds a request stays open.
-    pub ttl: i64,
-}
-
-impl DualControl {
-    /// Whether `kind` is held back.
-    pub fn guards(&self, kind: &str) -> bool {
-        self.operations.iter().any(|o| o == kind)
-    }
-}
+pub use crate::config::DualControl;
 
 fn no_request(id: &str) -> Error {
     Error::NotFound(format!(
@@ -426,5 +365,50 @@ impl super::Keyring {
             r.outcome = Some(format!("rejected by {by}: {reason}"));
             Ok(r.clone())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destroy() -> Request {
+        Request::new(
+            Guarded::DestroyVersion {
+                keyset: "as-id".into(),
+                kid: "k1".into(),
+            },
+            "uid:1001",
+            100,
+            60,
+            2,
+        )
+    }
+
+    #[test]
+    fn two_other_people_approve_the_exact_request() {
+        let mut r = destroy();
+        let d = r.digest();
+        assert!(matches!(
+            r.approve("uid:1001", &d, 110),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(!r.approve("uid:1002", &d, 110).unwrap());
+        assert!(r.approve("uid:1002", &d, 111).is_err(), "twice");
+        assert!(r.approve("uid:1003", &d, 112).unwrap());
+    }
+
+    #[test]
+    fn a_changed_or_expired_request_is_not_approved() {
+        let mut r = destroy();
+        let d = r.digest();
+        let mut changed = r.clone();
+        changed.guarded = Guarded::DestroyVersion {
+            keyset: "as-id".into(),
+            kid: "k2".into(),
+        };
+        assert!(changed.approve("uid:1002", &d, 110).is_err());
+        assert!(r.approve("uid:1002", &d, 160).is_err(), "expired");
+        assert!(r.expired(160) && !r.expired(159));
     }
 }

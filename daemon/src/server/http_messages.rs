@@ -12,7 +12,7 @@ use crate::httpsig::base::{self, SignatureParams};
 use crate::httpsig::check::{self, Policy};
 use crate::httpsig::component::Component;
 use crate::httpsig::{digest, keys, HttpAlg, Message, TAG_REQUEST, TAG_RESPONSE};
-use crate::keyring::keyset::{Purpose, VersionState};
+use crate::keyring::keyset::Purpose;
 use crate::keyring::now;
 use crate::verdict::{invalid, Invalid, Reason};
 use custos_proto::v1 as pb;
@@ -357,8 +357,7 @@ impl VerifierService {
             .iter()
             .find(|v| v.kid == keyid)
             .ok_or_else(unknown)?;
-        if !matches!(v.state, VersionState::Active | VersionState::Retired) || !ks.alg.is_signing()
-        {
+        if !v.state.verifies() || !ks.alg.is_signing() {
             return Err(invalid(
                 Reason::UnknownKid,
                 format!("keyid {keyid} is {} and does not verify", v.state.as_str()),
