@@ -174,6 +174,25 @@ pub struct DaemonConfig {
     pub launcher: Vec<String>,
 }
 
+impl DaemonConfig {
+    /// A daemon writing its audit log to `file`.
+    pub fn audited(file: &Path) -> Self {
+        Self {
+            extra_toml: format!("\n[audit]\nfile = \"{}\"\n", file.display()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Every line of an audit log, as JSON (empty when the file is missing).
+pub fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
+        .collect()
+}
+
 /// The `[[access]]` rule the harness adds for the test process's own uid
 /// (the daemon's owner, who has no signing rights by default).
 pub fn grant_self() -> String {

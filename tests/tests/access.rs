@@ -3,7 +3,7 @@
 
 use custos_client::{Client, KeysetSpec};
 use custos_e2e::pki::{tls_client, uri, Pki};
-use custos_e2e::{as_uid, bin, free_port, shared_dir, Daemon, DaemonConfig, Hsm};
+use custos_e2e::{as_uid, audit_lines, bin, free_port, shared_dir, Daemon, DaemonConfig, Hsm};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,14 +26,6 @@ fn as_nobody(cli: &Path, socket: &Path, args: &[&str]) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn audit_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@
 //! the file by SIGHUP), and names each edit, deletion, reordering and
 //! truncation made to copies of it.
 
-use custos_e2e::{as_uid, shared_dir, spec, Daemon, DaemonConfig, Hsm};
+use custos_e2e::{as_uid, audit_lines, shared_dir, spec, Daemon, DaemonConfig, Hsm};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
@@ -25,14 +25,6 @@ fn out(o: &Output) -> String {
     )
 }
 
-fn audit_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit JSON"))
-        .collect()
-}
-
 /// Three admins (uids 1001, 1002, 1003) allowed to manage and destroy `as-*`.
 fn admins() -> String {
     (1001..=1003)
@@ -42,6 +34,19 @@ fn admins() -> String {
             )
         })
         .collect()
+}
+
+/// Keyset `as-id` with a retired first key (returned) and a new active one.
+async fn retired_key(d: &Daemon) -> (custos_client::Client, String) {
+    let c = d.client().await;
+    c.create_keyset(spec("as-id", "ES256", &["id_token"]))
+        .await
+        .expect("create");
+    let old = c.get_keyset("as-id").await.expect("ks").versions[0]
+        .kid
+        .clone();
+    c.rotate("as-id", true).await.expect("rotate");
+    (c, old)
 }
 
 fn request_id(o: &Output) -> String {
@@ -69,14 +74,7 @@ async fn a_destroy_needs_two_other_peoples_approval_of_the_exact_request() {
         },
     )
     .await;
-    let c = d.client().await;
-    c.create_keyset(spec("as-id", "ES256", &["id_token"]))
-        .await
-        .expect("create");
-    let old = c.get_keyset("as-id").await.expect("ks").versions[0]
-        .kid
-        .clone();
-    c.rotate("as-id", true).await.expect("rotate");
+    let (c, old) = retired_key(&d).await;
     let as_ = |uid: u32, args: &[&str]| as_uid(uid, &cli, &d.socket, args);
     let keys_on_device = || {
         hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"])
@@ -198,14 +196,7 @@ async fn an_expired_request_is_never_carried_out() {
         },
     )
     .await;
-    let c = d.client().await;
-    c.create_keyset(spec("as-id", "ES256", &["id_token"]))
-        .await
-        .expect("create");
-    let old = c.get_keyset("as-id").await.expect("ks").versions[0]
-        .kid
-        .clone();
-    c.rotate("as-id", true).await.expect("rotate");
+    let (c, old) = retired_key(&d).await;
     let asked = as_uid(
         1001,
         &cli,

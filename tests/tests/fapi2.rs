@@ -184,14 +184,7 @@ async fn introspection_responses_are_signed_as_rfc_9701_says() {
 async fn http_requests_are_signed_for_each_algorithm_and_checked_independently() {
     let hsm = Hsm::new();
     let audit = hsm.dir.path().join("audit.jsonl");
-    let d = Daemon::start_with(
-        &hsm,
-        custos_e2e::DaemonConfig {
-            extra_toml: format!("\n[audit]\nfile = \"{}\"\n", audit.display()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let d = Daemon::start_with(&hsm, custos_e2e::DaemonConfig::audited(&audit)).await;
     let c = d.client().await;
     let mut bases = Vec::new();
     for alg in ["ES256", "EdDSA", "PS256"] {
@@ -795,14 +788,7 @@ async fn caller_built_jws_inputs_are_signed_only_when_they_follow_the_purposes_r
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     let hsm = Hsm::new();
     let audit = hsm.dir.path().join("audit.jsonl");
-    let d = Daemon::start_with(
-        &hsm,
-        custos_e2e::DaemonConfig {
-            extra_toml: format!("\n[audit]\nfile = \"{}\"\n", audit.display()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let d = Daemon::start_with(&hsm, custos_e2e::DaemonConfig::audited(&audit)).await;
     let c = d.client().await;
     let issuer = "https://as.bank";
     let ks = c

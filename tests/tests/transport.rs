@@ -10,7 +10,7 @@
 
 use custos_client::proto;
 use custos_client::tls::TlsKeys;
-use custos_e2e::{free_port, spec, Daemon, Hsm};
+use custos_e2e::{audit_lines, free_port, spec, Daemon, Hsm};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -240,6 +240,18 @@ async fn fetch(config: rustls::ClientConfig, port: u16) -> Result<String, String
     Ok(page)
 }
 
+/// The usual scene: a test CA, a `bank-transport` keyset of `alg` (purpose
+/// tls_client) with a certificate from it, `openssl s_server` requiring a
+/// client certificate from that CA, and a `TlsKeys` bridge to the daemon.
+async fn scene(d: &Daemon, dir: &Path, alg: &str) -> (Ca, PathBuf, SServer, TlsKeys) {
+    let ca = Ca::new(dir);
+    let cert = transport_keyset(d, &ca, dir, "bank-transport", alg, "tls_client");
+    let (srv_cert, srv_key) = ca.server(dir);
+    let server = SServer::start(&ca, &srv_cert, &srv_key);
+    let keys = tls_keys(d).await;
+    (ca, cert, server, keys)
+}
+
 async fn tls_keys(d: &Daemon) -> TlsKeys {
     let socket = d.socket.clone();
     tokio::task::spawn_blocking(move || TlsKeys::connect_unix(socket))
@@ -248,31 +260,12 @@ async fn tls_keys(d: &Daemon) -> TlsKeys {
         .expect("connect")
 }
 
-fn audit_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit JSON"))
-        .collect()
-}
-
 async fn mutual_tls_with_openssl(alg: &str) {
     let hsm = Hsm::new();
     let dir = hsm.dir.path().to_path_buf();
     let audit = dir.join("audit.jsonl");
-    let d = Daemon::start_with(
-        &hsm,
-        custos_e2e::DaemonConfig {
-            extra_toml: format!("\n[audit]\nfile = \"{}\"\n", audit.display()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let ca = Ca::new(&dir);
-    let cert = transport_keyset(&d, &ca, &dir, "bank-transport", alg, "tls_client");
-    let (srv_cert, srv_key) = ca.server(&dir);
-    let server = SServer::start(&ca, &srv_cert, &srv_key);
-    let keys = tls_keys(&d).await;
+    let d = Daemon::start_with(&hsm, custos_e2e::DaemonConfig::audited(&audit)).await;
+    let (ca, cert, server, keys) = scene(&d, &dir, alg).await;
 
     let config = keys
         .client_config("bank-transport", ca.roots())
@@ -365,11 +358,7 @@ async fn a_disabled_transport_key_fails_the_handshake() {
     let hsm = Hsm::new();
     let dir = hsm.dir.path().to_path_buf();
     let d = Daemon::start(&hsm).await;
-    let ca = Ca::new(&dir);
-    transport_keyset(&d, &ca, &dir, "bank-transport", "ES256", "tls_client");
-    let (srv_cert, srv_key) = ca.server(&dir);
-    let server = SServer::start(&ca, &srv_cert, &srv_key);
-    let keys = tls_keys(&d).await;
+    let (ca, _, server, keys) = scene(&d, &dir, "ES256").await;
     let config = keys
         .client_config("bank-transport", ca.roots())
         .expect("config");
@@ -540,11 +529,7 @@ async fn a_pending_key_certified_ahead_takes_over_at_activation_without_a_failed
     let hsm = Hsm::new();
     let dir = hsm.dir.path().to_path_buf();
     let d = Daemon::start(&hsm).await;
-    let ca = Ca::new(&dir);
-    let first = transport_keyset(&d, &ca, &dir, "bank-transport", "ES256", "tls_client");
-    let (srv_cert, srv_key) = ca.server(&dir);
-    let server = SServer::start(&ca, &srv_cert, &srv_key);
-    let keys = tls_keys(&d).await;
+    let (ca, first, server, keys) = scene(&d, &dir, "ES256").await;
     let config = keys
         .client_config("bank-transport", ca.roots())
         .expect("config");

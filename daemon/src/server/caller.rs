@@ -204,6 +204,37 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
+    /// Writes the audit line of an admin step (no purpose, no input digest):
+    /// `ok` or `error`, with `detail`. A step whose line cannot be written
+    /// fails (the log is required).
+    ///
+    /// # Errors
+    /// UNAVAILABLE when the required audit line cannot be written.
+    pub(crate) async fn audit_admin(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        keyset: &str,
+        kid: Option<&str>,
+        ok: bool,
+        detail: Option<&str>,
+    ) -> Result<(), Status> {
+        self.audit
+            .record(
+                caller.to_json(),
+                &crate::audit::Event {
+                    operation,
+                    keyset: Some(keyset),
+                    kid,
+                    outcome: if ok { "ok" } else { "error" },
+                    detail,
+                    ..crate::audit::Event::default()
+                },
+            )
+            .await
+            .map_err(super::status::to_status)
+    }
+
     /// A gate applying `policy`, auditing to `audit`.
     pub(crate) fn new(policy: PolicyCell, audit: Arc<Auditor>) -> Self {
         // /proc/self belongs to the process's effective uid.

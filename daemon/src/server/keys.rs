@@ -3,7 +3,6 @@
 use super::caller::{Caller, Gate};
 use super::convert;
 use super::status::{blocking, to_status};
-use crate::audit::Event;
 use crate::error::Error;
 use crate::fapi;
 use crate::jose;
@@ -86,20 +85,15 @@ impl KeyAdminService {
         let result = blocking(move || change(&keyring, &by)).await;
         let code = result.as_ref().err().map(|s| format!("{:?}", s.code()));
         self.gate
-            .audit
-            .record(
-                caller.to_json(),
-                &Event {
-                    operation,
-                    keyset: Some(keyset),
-                    kid,
-                    outcome: if result.is_ok() { "ok" } else { "error" },
-                    detail: code.as_deref(),
-                    ..Event::default()
-                },
+            .audit_admin(
+                &caller,
+                operation,
+                keyset,
+                kid,
+                result.is_ok(),
+                code.as_deref(),
             )
-            .await
-            .map_err(to_status)?;
+            .await?;
         Ok(Response::new(self.shown(&result?)))
     }
 }
@@ -301,20 +295,15 @@ impl KeyAdmin for KeyAdminService {
         let code = result.as_ref().err().map(|s| format!("{:?}", s.code()));
         let kid = result.as_ref().ok().map(|(_, kid)| kid.clone());
         self.gate
-            .audit
-            .record(
-                caller.to_json(),
-                &Event {
-                    operation: "create_certificate_request",
-                    keyset: Some(&name),
-                    kid: kid.as_deref(),
-                    outcome: if result.is_ok() { "ok" } else { "error" },
-                    detail: code.as_deref(),
-                    ..Event::default()
-                },
+            .audit_admin(
+                &caller,
+                "create_certificate_request",
+                &name,
+                kid.as_deref(),
+                result.is_ok(),
+                code.as_deref(),
             )
-            .await
-            .map_err(to_status)?;
+            .await?;
         let (csr_pem, kid) = result?;
         Ok(Response::new(pb::CertificateRequest { csr_pem, kid }))
     }

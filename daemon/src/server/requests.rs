@@ -6,7 +6,6 @@
 use super::caller::Caller;
 use super::keys::KeyAdminService;
 use super::status::{blocking, to_status};
-use crate::audit::Event;
 use crate::keyring::requests::{Guarded, Request, RequestState};
 use custos_proto::v1 as pb;
 use tonic::Status;
@@ -70,13 +69,14 @@ impl KeyAdminService {
             Err(s) => format!("{:?}", s.code()),
         };
         if let Err(e) = self
-            .audit_step(
+            .gate
+            .audit_admin(
                 caller,
                 "request_submitted",
                 &keyset,
                 kid.as_deref(),
                 result.is_ok(),
-                &detail,
+                Some(&detail),
             )
             .await
         {
@@ -97,32 +97,6 @@ impl KeyAdminService {
             }
             Err(s) => s,
         })
-    }
-
-    async fn audit_step(
-        &self,
-        caller: &Caller,
-        operation: &str,
-        keyset: &str,
-        kid: Option<&str>,
-        ok: bool,
-        detail: &str,
-    ) -> Result<(), Status> {
-        self.gate
-            .audit
-            .record(
-                caller.to_json(),
-                &Event {
-                    operation,
-                    keyset: Some(keyset),
-                    kid,
-                    outcome: if ok { "ok" } else { "error" },
-                    detail: Some(detail),
-                    ..Event::default()
-                },
-            )
-            .await
-            .map_err(to_status)
     }
 
     /// `ApproveRequest` and `RejectRequest` after the caller's right on the
@@ -178,7 +152,15 @@ impl KeyAdminService {
         let ok = result
             .as_ref()
             .is_ok_and(|r| r.state != RequestState::Failed);
-        self.audit_step(&caller, operation, &keyset, kid.as_deref(), ok, &detail)
+        self.gate
+            .audit_admin(
+                &caller,
+                operation,
+                &keyset,
+                kid.as_deref(),
+                ok,
+                Some(&detail),
+            )
             .await?;
         result.map(|r| shown(&r))
     }
