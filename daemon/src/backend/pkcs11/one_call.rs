@@ -93,24 +93,13 @@ impl OneCallSign {
     ) -> Result<Vec<u8>, CkError> {
         let mut out = vec![0u8; expected.max(1)];
         let data_len: CK_ULONG = data.len().try_into()?;
-        let mut len: CK_ULONG = out.len().try_into()?;
-        // SAFETY: the pointers and lengths describe live buffers of those
-        // sizes; the module reads `data` (it does not keep it, and does not
-        // write it despite the non-const pointer in the C signature) and
-        // writes at most `len` bytes into `out`, setting `len`.
-        let mut rv = unsafe {
-            (self.c_sign)(
-                session.handle(),
-                data.as_ptr().cast_mut(),
-                data_len,
-                out.as_mut_ptr(),
-                &mut len,
-            )
-        };
-        if rv == CKR_BUFFER_TOO_SMALL {
-            out.resize(len.try_into()?, 0);
-            // SAFETY: as above, with the length the module asked for.
-            rv = unsafe {
+        let call = |out: &mut Vec<u8>| -> Result<(CK_RV, CK_ULONG), CkError> {
+            let mut len: CK_ULONG = out.len().try_into()?;
+            // SAFETY: the pointers and lengths describe live buffers of those
+            // sizes; the module reads `data` (it does not keep it, and does
+            // not write it despite the non-const pointer in the C signature)
+            // and writes at most `len` bytes into `out`, setting `len`.
+            let rv = unsafe {
                 (self.c_sign)(
                     session.handle(),
                     data.as_ptr().cast_mut(),
@@ -119,6 +108,13 @@ impl OneCallSign {
                     &mut len,
                 )
             };
+            Ok((rv, len))
+        };
+        let (mut rv, mut len) = call(&mut out)?;
+        if rv == CKR_BUFFER_TOO_SMALL {
+            // The operation stays active: again, with the length the module asked for.
+            out.resize(len.try_into()?, 0);
+            (rv, len) = call(&mut out)?;
         }
         if rv == cryptoki_sys::CKR_CRYPTOKI_NOT_INITIALIZED {
             self.usable.store(false, Ordering::Release);
