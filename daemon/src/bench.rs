@@ -5,32 +5,12 @@
 //! what the pool saves.
 
 use crate::keyring::{ActiveKey, Keyring};
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// A typical ID token signing input (`header.payload`), ~330 bytes.
 const SIGNING_INPUT: &[u8] = b"eyJraWQiOiJVZ0N2cjhwWVZRby1LZ0J2Y1ZfZWx1ak5KYTBFazNJbDAzWV9kdFdyZUI0IiwiYWxnIjoiRVMyNTYifQ.eyJpc3MiOiJodHRwczovL2FzLmJhbmsuZXhhbXBsZSIsInN1YiI6IjI0ODI4OTc2MTAwMSIsImF1ZCI6ImNsaWVudC1hcHAtMSIsImV4cCI6NDEwMjQ0NDgwMCwiaWF0IjoxNzAwMDAwMDAwLCJub25jZSI6Im4tMFM2X1d6QTJNaiIsImF1dGhfdGltZSI6MTcwMDAwMDAwMH0";
 
-/// What a bench run measured (the same fields as `custos bench --json`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Signatures per second.
-    pub ops_per_sec: f64,
-    /// Median latency, microseconds.
-    pub p50_us: u64,
-    /// 99th percentile, microseconds.
-    pub p99_us: u64,
-    /// 99.9th percentile, microseconds.
-    pub p999_us: u64,
-    /// Failed signatures.
-    pub errors: u64,
-    /// Signatures made.
-    pub ops: u64,
-    /// Threads.
-    pub concurrency: usize,
-    /// Measured seconds.
-    pub duration_s: f64,
-}
+pub use custos_proto::bench::Report;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -93,23 +73,16 @@ pub fn run(keyring: &Keyring, opts: &Options) -> Result<Report, String> {
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let elapsed = start.elapsed().as_secs_f64().max(f64::EPSILON);
+    let elapsed = start.elapsed().as_secs_f64();
     let errors = results.iter().map(|(_, e)| e).sum();
-    let mut lat: Vec<u64> = results.into_iter().flat_map(|(l, _)| l).collect();
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0)
-    };
-    Ok(Report {
-        ops_per_sec: lat.len() as f64 / elapsed,
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-        p999_us: pct(0.999),
+    let lat: Vec<u64> = results.into_iter().flat_map(|(l, _)| l).collect();
+    let ops = lat.len() as u64;
+    Ok(custos_proto::bench::report(
+        lat,
         errors,
-        ops: lat.len() as u64,
-        concurrency: opts.concurrency.max(1),
-        duration_s: elapsed,
-    })
+        ops,
+        Duration::from_secs_f64(elapsed),
+        opts.concurrency.max(1),
+        1,
+    ))
 }

@@ -4,6 +4,9 @@
 //! generated code lives, so the daemon and the client crate share one definition.
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
+/// Benchmark reports (`custosd bench`, `custos bench`).
+pub mod bench;
+
 /// `custos.v1`: key administration and signing services.
 pub mod v1 {
     tonic::include_proto!("custos.v1");
