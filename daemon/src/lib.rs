@@ -1,24 +1,37 @@
 //! # custos-daemon
 //!
 //! `custosd` keeps a FAPI authorization server's signing keys inside a
-//! PKCS#11 HSM (or, later, a TPM) and signs tokens with them over gRPC on a
-//! Unix socket. Private keys never leave the device.
+//! PKCS#11 HSM or a TPM 2.0 and signs tokens, handshakes and HTTP messages
+//! with them over gRPC (a Unix socket, and TCP with mutual TLS). Private
+//! keys never leave the device; every use is audited.
 //!
 //! ## Layout
 //!
-//! The folders follow a request, and the arrows run one way:
+//! [`server`] is the hub: each gRPC handler checks the caller
+//! ([`server`]'s `caller.rs`), converts the proto once, asks the rules and
+//! signs through the keyring:
 //!
-//! - [`server`]: gRPC services; caller identity and checks; proto <-> domain; error -> status.
-//! - [`fapi`]: what each FAPI token must contain; the profiles' algorithm rules.
-//! - [`jose`]: JWK/JWKS, RFC 7638 thumbprints, compact JWS with device keys.
-//! - [`keyring`]: keysets, versions and states, the atomically written manifest.
-//! - [`backend`]: the [`backend::KeyBackend`] trait; PKCS#11 and the `--dev` software backend.
+//! - [`fapi`]: what each token must contain, building and checking (one module
+//!   per kind; `tls.rs` for TLS handshake signatures); the profiles' rules.
+//! - [`httpsig`]: RFC 9421 HTTP message signatures (pure).
+//! - [`binding`]: sender constraints (client certificates, DPoP, replay).
+//! - [`jose`]: JWK/JWKS, RFC 7638 thumbprints, compact JWS/JWE over device
+//!   keys, verification.
+//! - [`pki`]: X.509 for TLS keysets (CSRs signed in the device, chains).
+//! - [`keyring`]: keysets, versions and states, the manifest (file or etcd)
+//!   screened against the devices, the schedule, dual-control requests.
+//! - [`backend`]: the [`backend::KeyBackend`] trait; PKCS#11 (session pool,
+//!   one-call signing), TPM 2.0, and the `--dev` software backend.
 //!
-//! - [`binding`]: sender constraints (client certificates, DPoP), beside `fapi`.
+//! So the arrows run `server -> fapi | httpsig | binding -> jose | pki ->
+//! keyring -> backend`, and `server -> keyring` directly for admin calls.
 //!
-//! Beside them: [`config`] (TOML), [`secret`] (PINs), [`files`] (opening trusted files), [`alg`] (the JOSE
-//! algorithms), [`error`] (the domain error) and [`runtime`] (wiring),
-//! [`systemd`] (sd_notify, watchdog, socket activation).
+//! Beside them: [`audit`] (the hash-chained log and its signed checkpoints),
+//! [`config`] (TOML), [`duration`], [`secret`] (PINs), [`files`] (opening
+//! trusted files), [`alg`] (the JOSE algorithms), [`error`] (the domain
+//! error), [`verdict`] and [`numeric_date`] (shared by the rules),
+//! [`metrics`], [`logging`], [`reload`] (SIGHUP), [`systemd`], [`doctor`]
+//! and [`bench`](mod@bench) (the `custosd` tools), and [`runtime`] (wiring).
 //!
 //! One exception to the arrows, on purpose: `keyring` uses `jose::jwk`
 //! (pure functions over a public key) because a version's kid *is* its
