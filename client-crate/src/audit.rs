@@ -182,10 +182,11 @@ pub fn verify(files: &[(String, String)], jwks: Option<&Value>) -> Report {
                     "{at} (seq 1): its prev is not the start of a chain"
                 )),
                 None => {}
-                Some((_, last)) if seq > last + 1 => r.problems.push(format!(
+                // Seqs come from the file: no arithmetic on them may overflow.
+                Some((_, last)) if seq > last.saturating_add(1) => r.problems.push(format!(
                     "{at} (seq {seq}): lines with seq {} to {} are missing: deleted",
-                    last + 1,
-                    seq - 1
+                    last.saturating_add(1),
+                    seq.saturating_sub(1)
                 )),
                 Some((_, last)) if seq <= *last => r.problems.push(format!(
                     "{at} (seq {seq}): comes after seq {last}: lines were reordered or repeated"

@@ -313,10 +313,11 @@ fn open_tpm(
     ))
 }
 
-fn interval(d: &str) -> Result<Duration, String> {
+/// A setting's interval (at least a second); errors name the setting.
+fn interval(setting: &str, d: &str) -> Result<Duration, String> {
     parse_duration(d)
         .map(|s| Duration::from_secs(s.max(1).unsigned_abs()))
-        .map_err(|e| format!("[keyring] {e}"))
+        .map_err(|e| format!("{setting}: {e}"))
 }
 
 /// Binds the Unix socket with the configured mode and group: a stale socket
@@ -616,8 +617,8 @@ pub async fn run(mode: Mode) -> Result<(), String> {
     crate::systemd::spawn_watchdog();
     let background = spawn_background(
         keyring.clone(),
-        interval(&config.keyring.refresh)?,
-        interval(&config.keyring.schedule_tick)?,
+        interval("[keyring] refresh", &config.keyring.refresh)?,
+        interval("[keyring] schedule_tick", &config.keyring.schedule_tick)?,
     );
     let policy = crate::server::PolicyCell::new(crate::server::Policy {
         rules: config.access.clone(),
@@ -648,7 +649,7 @@ pub async fn run(mode: Mode) -> Result<(), String> {
         .keyset
         .as_ref()
         .map(|name| {
-            let every = interval(&config.audit.checkpoint_every)?;
+            let every = interval("[audit] checkpoint_every", &config.audit.checkpoint_every)?;
             Ok::<_, String>(spawn_checkpoints(
                 audit.clone(),
                 keyring.clone(),

@@ -49,6 +49,21 @@ async fn retired_key(d: &Daemon) -> (custos_client::Client, String) {
     (c, old)
 }
 
+/// A daemon whose socket the admins' uids can reach (group 65534, in the
+/// shared directory), with `toml` and the three admins' access rules.
+async fn dual_control_daemon(hsm: &Hsm, shared: &Path, toml: &str) -> Daemon {
+    Daemon::start_with(
+        hsm,
+        DaemonConfig {
+            socket_dir: Some(shared.to_path_buf()),
+            server_toml: "socket_mode = \"0660\"\nsocket_group = \"65534\"\n".into(),
+            extra_toml: format!("{toml}{}", admins()),
+            ..DaemonConfig::default()
+        },
+    )
+    .await
+}
+
 fn request_id(o: &Output) -> String {
     let text = out(o);
     let at = text.find("request r-").expect("a request id") + "request ".len();
@@ -60,18 +75,13 @@ async fn a_destroy_needs_two_other_peoples_approval_of_the_exact_request() {
     let hsm = Hsm::new();
     let (shared, cli) = shared_dir();
     let audit = hsm.dir.path().join("audit.jsonl");
-    let d = Daemon::start_with(
+    let d = dual_control_daemon(
         &hsm,
-        DaemonConfig {
-            socket_dir: Some(shared.path().to_path_buf()),
-            server_toml: "socket_mode = \"0660\"\nsocket_group = \"65534\"\n".into(),
-            extra_toml: format!(
-                "\n[audit]\nfile = \"{}\"\n\n[dual_control]\noperations = [\"destroy\", \"disable\"]\napprovals = 2\nttl = \"1h\"\n{}",
-                audit.display(),
-                admins()
-            ),
-            ..DaemonConfig::default()
-        },
+        shared.path(),
+        &format!(
+            "\n[audit]\nfile = \"{}\"\n\n[dual_control]\noperations = [\"destroy\", \"disable\"]\napprovals = 2\nttl = \"1h\"\n",
+            audit.display()
+        ),
     )
     .await;
     let (c, old) = retired_key(&d).await;
@@ -183,17 +193,10 @@ async fn a_destroy_needs_two_other_peoples_approval_of_the_exact_request() {
 async fn an_expired_request_is_never_carried_out() {
     let hsm = Hsm::new();
     let (shared, cli) = shared_dir();
-    let d = Daemon::start_with(
+    let d = dual_control_daemon(
         &hsm,
-        DaemonConfig {
-            socket_dir: Some(shared.path().to_path_buf()),
-            server_toml: "socket_mode = \"0660\"\nsocket_group = \"65534\"\n".into(),
-            extra_toml: format!(
-                "\n[dual_control]\noperations = [\"disable\"]\napprovals = 1\nttl = \"2s\"\n{}",
-                admins()
-            ),
-            ..DaemonConfig::default()
-        },
+        shared.path(),
+        "\n[dual_control]\noperations = [\"disable\"]\napprovals = 1\nttl = \"2s\"\n",
     )
     .await;
     let (c, old) = retired_key(&d).await;

@@ -378,12 +378,8 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::GetRequestRequest>,
     ) -> Result<Response<pb::PendingRequest>, Status> {
-        let (keyset, _) = super::requests::right_on(&self.keyring, &request.get_ref().id)?;
-        self.gate.check(&request, "manage", Some(&keyset))?;
-        let r = self
-            .keyring
-            .request(&request.get_ref().id)
-            .map_err(to_status)?;
+        let id = request.get_ref().id.clone();
+        let (_, r) = self.request_caller(&request, &id, |_| "manage")?;
         Ok(Response::new(super::requests::shown(&r)))
     }
 
@@ -391,10 +387,10 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::ApproveRequestRequest>,
     ) -> Result<Response<pb::PendingRequest>, Status> {
-        let (keyset, right) = super::requests::right_on(&self.keyring, &request.get_ref().id)?;
-        let caller = self.gate.check(&request, right, Some(&keyset))?;
+        let id = request.get_ref().id.clone();
+        let (caller, r) = self.request_caller(&request, &id, Guarded::right)?;
         let req = request.into_inner();
-        self.decide(caller, req.id, Some(req.digest), String::new())
+        self.decide(caller, r, Some(req.digest), String::new())
             .await
             .map(Response::new)
     }
@@ -403,10 +399,10 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::RejectRequestRequest>,
     ) -> Result<Response<pb::PendingRequest>, Status> {
-        let (keyset, right) = super::requests::right_on(&self.keyring, &request.get_ref().id)?;
-        let caller = self.gate.check(&request, right, Some(&keyset))?;
+        let id = request.get_ref().id.clone();
+        let (caller, r) = self.request_caller(&request, &id, Guarded::right)?;
         let req = request.into_inner();
-        self.decide(caller, req.id, None, req.reason)
+        self.decide(caller, r, None, req.reason)
             .await
             .map(Response::new)
     }

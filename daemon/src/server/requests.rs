@@ -99,16 +99,42 @@ impl KeyAdminService {
         })
     }
 
-    /// `ApproveRequest` and `RejectRequest` after the caller's right on the
-    /// request's keyset was checked by the handler.
+    /// The caller of a call on request `id`, checked for the right
+    /// `right_of` names on the request's keyset, and the request. For an
+    /// unknown id the caller is checked first (for `manage` on any keyset),
+    /// so identification and rate limits come before any answer and an
+    /// unauthorised caller cannot tell which ids exist.
+    pub(crate) fn request_caller<T>(
+        &self,
+        request: &tonic::Request<T>,
+        id: &str,
+        right_of: fn(&Guarded) -> &'static str,
+    ) -> Result<(Caller, Request), Status> {
+        match self.keyring.request(id) {
+            Ok(r) => {
+                let caller =
+                    self.gate
+                        .check(request, right_of(&r.guarded), Some(r.guarded.keyset()))?;
+                Ok((caller, r))
+            }
+            Err(e) => {
+                self.gate.check(request, "manage", None)?;
+                Err(to_status(e))
+            }
+        }
+    }
+
+    /// `ApproveRequest` and `RejectRequest` on request `r`, after the
+    /// caller's right on its keyset was checked ([`Self::request_caller`]).
+    /// The decision itself is made on the manifest as it is then.
     pub(crate) async fn decide(
         &self,
         caller: Caller,
-        id: String,
+        r: Request,
         approve: Option<String>,
         reason: String,
     ) -> Result<pb::PendingRequest, Status> {
-        let r = self.keyring.request(&id).map_err(to_status)?;
+        let id = r.id.clone();
         let (keyset, kid) = (
             r.guarded.keyset().to_string(),
             r.guarded.kid().map(str::to_string),
@@ -164,13 +190,4 @@ impl KeyAdminService {
             .await?;
         result.map(|r| shown(&r))
     }
-}
-
-/// The request `id`'s keyset and the right an approver needs on it.
-pub(crate) fn right_on(
-    keyring: &crate::keyring::Keyring,
-    id: &str,
-) -> Result<(String, &'static str), Status> {
-    let r = keyring.request(id).map_err(to_status)?;
-    Ok((r.guarded.keyset().to_string(), r.guarded.right()))
 }

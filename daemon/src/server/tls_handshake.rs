@@ -38,8 +38,14 @@ impl SignerService {
         };
         let keyset = req.keyset.clone();
         let peer = peer_text(&req.peer);
-        let purpose = req.purpose.parse::<Purpose>();
-        let result = self.sign_tls_inner(req).await;
+        let purpose = req
+            .purpose
+            .parse::<Purpose>()
+            .map_err(|m| to_status(Error::InvalidArgument(m)));
+        let result = match &purpose {
+            Ok(p) => self.sign_tls_inner(*p, req).await,
+            Err(e) => Err(e.clone()),
+        };
         let (kid, outcome, detail) = match &result {
             Ok(r) if peer.is_empty() => (Some(r.kid.as_str()), "ok", r.message_kind.clone()),
             Ok(r) => (
@@ -70,12 +76,9 @@ impl SignerService {
 
     async fn sign_tls_inner(
         &self,
+        purpose: Purpose,
         req: pb::SignTlsHandshakeRequest,
     ) -> Result<pb::SignTlsHandshakeResponse, Status> {
-        let purpose: Purpose = req
-            .purpose
-            .parse()
-            .map_err(|m| to_status(Error::InvalidArgument(m)))?;
         let key = self
             .keyring
             .active_key(&req.keyset, purpose)

@@ -198,9 +198,9 @@ impl Weather {
             .cloned()
             .collect();
         for r in rules {
-            delay += r.latency;
+            delay = delay.saturating_add(r.latency);
             if !r.jitter.is_zero() {
-                delay += r.jitter.mul_f64(self.random());
+                delay = delay.saturating_add(r.jitter.mul_f64(self.random()));
             }
             hang |= r.hang;
             if let Some(e) = r.error {

@@ -132,36 +132,45 @@ impl Pkcs11Backend {
         alg: Algorithm,
         op: impl Fn(&mut pool::PooledSession<'_>, ObjectHandle) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        match self.with_key_once(key, alg, &op) {
+        let (first, broken) = {
+            let mut s = self.pool.get()?;
+            let r = self.on_session(&mut s, key, alg, &op);
+            (r, s.is_broken())
+            // A broken session leaves the pool here.
+        };
+        match first {
             // The session broke under the call (a network HSM's link flapped,
-            // an HA member failed over, the token logged out): the pool has
-            // dropped it, so the retry gets a fresh, logged-in one. Signing
-            // and decryption change nothing on the device, so a second try
-            // cannot duplicate anything.
-            Err(BackendError::Unavailable(first)) if self.profile.sessions.retry_once => {
-                tracing::warn!(error = %first, "device call failed; retrying once on a fresh session");
-                self.with_key_once(key, alg, &op)
+            // an HA member failed over, the token logged out): the retry gets
+            // a fresh, logged-in one. Signing and decryption change nothing
+            // on the device, so a second try cannot duplicate anything. A
+            // pool that had no session to give is not retried: that would
+            // only double the wait.
+            Err(BackendError::Unavailable(e)) if broken && self.profile.sessions.retry_once => {
+                tracing::warn!(error = %e, "device call failed; retrying once on a fresh session");
+                let mut s = self.pool.get()?;
+                self.on_session(&mut s, key, alg, &op)
             }
             other => other,
         }
     }
 
-    fn with_key_once<T>(
+    /// Runs `op` on the key's handle in session `s` (cached, or found).
+    fn on_session<T>(
         &self,
+        s: &mut pool::PooledSession<'_>,
         key: &KeyRef,
         alg: Algorithm,
         op: &impl Fn(&mut pool::PooledSession<'_>, ObjectHandle) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let mut s = self.pool.get()?;
         if let Some(handle) = self.cached_handle(key) {
-            match op(&mut s, handle) {
+            match op(s, handle) {
                 Err(BackendError::KeyNotFound(_)) => self.forget(key),
                 other => return other,
             }
         }
-        let (handle, _) = keys::find(&mut s, key, alg)?;
+        let (handle, _) = keys::find(s, key, alg)?;
         self.remember(key, handle);
-        op(&mut s, handle)
+        op(s, handle)
     }
 
     fn forget(&self, key: &KeyRef) {

@@ -59,6 +59,13 @@ impl PooledSession<'_> {
             .expect("a PooledSession holds its session until dropped")
     }
 
+    /// Whether a call on it failed with a broken-session error (it is then
+    /// closed, not returned to the pool, when dropped; a `fresh` session
+    /// always is).
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// Runs `f` on the session; a broken-session error retires the session.
     pub(super) fn run<T>(
         &mut self,
