@@ -455,7 +455,20 @@ async fn kill_9_during_rotations_never_breaks_the_keyring() {
             let _ = v;
         }
     }
-    let on_token = listing.matches("Private Key Object").count();
+    // Only Custos's keys count (label `custos:...`). A kill inside SoftHSM2's
+    // C_GenerateKeyPair can leave a private key object with an empty label,
+    // no id and default usage (seen: "decrypt, sign, unwrap"): SoftHSM2
+    // commits an object's defaults before the caller's template. Such a husk
+    // is not a key Custos made, named or could use, so it is no orphan.
+    let objects: Vec<&str> = listing.split("Private Key Object").skip(1).collect();
+    let on_token = objects
+        .iter()
+        .filter(|o| {
+            o.lines()
+                .any(|l| l.trim_start().starts_with("label:") && l.contains("custos:"))
+        })
+        .count();
+    let husks = objects.len() - on_token;
     assert!(
         on_token >= recorded,
         "{on_token} keys on the token, {recorded} recorded:\n{listing}"
@@ -480,9 +493,12 @@ async fn kill_9_during_rotations_never_breaks_the_keyring() {
         d.restart().await;
         assert!(
             d.log_text().contains("orphan key"),
-            "orphans must be reported:\n{}",
+            "orphans must be reported:\n{}\ntoken:\n{listing}",
             d.log_text()
         );
     }
-    eprintln!("{kills} kills; {recorded} recorded live versions; {on_token} keys on the token");
+    eprintln!(
+        "{kills} kills; {recorded} recorded live versions; {on_token} keys on the token; \
+         {husks} unlabelled husks"
+    );
 }
