@@ -35,6 +35,12 @@ pub enum Load {
         /// Claim sets per call.
         batch: usize,
     },
+    /// SignIdToken: an ES256/PS256 OpenID Connect ID token with `at_hash`
+    /// (the typed operation an authorization server calls most).
+    IdToken {
+        /// Keyset (purpose id_token, with an issuer).
+        keyset: String,
+    },
     /// VerifyAccessToken of one certificate-bound token.
     Verify {
         /// The token.
@@ -70,6 +76,17 @@ async fn one_call(client: &Client, load: &Load, claims: &str) -> Result<u64, Err
             keyset, purpose, ..
         } => {
             client.sign_jwt(keyset, purpose, None, claims).await?;
+            Ok(1)
+        }
+        Load::IdToken { keyset } => {
+            client
+                .sign_id_token(proto::SignIdTokenRequest {
+                    keyset: keyset.clone(),
+                    claims_json: claims.to_string(),
+                    access_token: "SlAV32hkKG-bench-access-token".into(),
+                    ..Default::default()
+                })
+                .await?;
             Ok(1)
         }
         Load::Health => {
@@ -125,7 +142,7 @@ pub async fn run(clients: &[Client], load: Load, concurrency: usize, duration: D
     .to_string();
     let batch = match &load {
         Load::Sign { batch, .. } => (*batch).max(1),
-        Load::Verify { .. } | Load::Health => 1,
+        Load::IdToken { .. } | Load::Verify { .. } | Load::Health => 1,
     };
     let start = Instant::now();
     let deadline = start + duration;

@@ -504,8 +504,9 @@ fn sealer(keyring: Arc<Keyring>, name: String) -> crate::audit::Sealer {
             .map_err(|e| format!("[audit] keyset {name:?}: {e}"))?;
         let claims = crate::audit::chain::checkpoint_claims(chain, crate::keyring::now());
         let jws =
-            crate::jose::jws::sign_jwt(&key, Some(crate::audit::chain::CHECKPOINT_TYP), claims)
-                .map_err(|e| format!("[audit] keyset {name:?}: signing the checkpoint: {e}"))?;
+            crate::jose::jws::sign_jwt(&key, Some(crate::audit::chain::CHECKPOINT_TYP), &claims)
+                .map_err(|e| format!("[audit] keyset {name:?}: signing the checkpoint: {e}"))?
+                .token;
         Ok(crate::audit::Seal {
             keyset: name.clone(),
             kid: key.kid.clone(),

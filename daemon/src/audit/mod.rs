@@ -175,7 +175,7 @@ impl Auditor {
     /// `Unavailable` when the log is required and the line could not be
     /// written (queue full, write failed, or not written in time).
     pub async fn record(&self, caller: Value, event: &Event<'_>) -> Result<()> {
-        self.write(line(caller, event)).await
+        self.write(line(&caller, event)).await
     }
 
     /// Writes one line per event for the same caller, in one write (a
@@ -185,7 +185,7 @@ impl Auditor {
     /// # Errors
     /// As [`Auditor::record`].
     pub async fn record_all(&self, caller: &Value, events: &[Event<'_>]) -> Result<()> {
-        let text: String = events.iter().map(|e| line(caller.clone(), e)).collect();
+        let text: String = events.iter().map(|e| line(caller, e)).collect();
         self.write(text).await
     }
 
@@ -194,7 +194,7 @@ impl Auditor {
     /// # Errors
     /// As [`Auditor::record`].
     pub fn record_blocking(&self, caller: Value, event: &Event<'_>) -> Result<()> {
-        let text = line(caller, event);
+        let text = line(&caller, event);
         if !self.required {
             self.enqueue(text, None)?;
             return Ok(());
@@ -247,7 +247,7 @@ impl Auditor {
     /// Queues a line without waiting for it (denials: the operation is
     /// refused whether or not its line is written).
     pub fn record_nowait(&self, caller: Value, event: &Event<'_>) {
-        let _ = self.enqueue(line(caller, event), None);
+        let _ = self.enqueue(line(&caller, event), None);
     }
 
     async fn write(&self, text: String) -> Result<()> {
@@ -442,30 +442,41 @@ fn tell(done: Option<Done>, ok: bool) {
     }
 }
 
-/// One audit line (JSON and a newline).
-fn line(caller: Value, event: &Event<'_>) -> String {
+/// Appends `,"name":value` (a JSON string) to `out`.
+fn field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// One audit line (JSON and a newline), written straight into one buffer:
+/// `time`, `caller`, `operation`, then `keyset`, `kid`, `purpose`, `detail`
+/// and `input_sha256` when present, and `outcome`.
+fn line(caller: &Value, event: &Event<'_>) -> String {
     crate::metrics::operation(event.operation, event.keyset, event.outcome);
-    let mut line = Map::new();
-    line.insert("time".into(), json!(rfc3339_now()));
-    line.insert("caller".into(), caller);
-    line.insert("operation".into(), json!(event.operation));
+    let mut out = Vec::with_capacity(384);
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(rfc3339_now().as_bytes());
+    out.extend_from_slice(b"\",\"caller\":");
+    let _ = serde_json::to_writer(&mut out, caller);
+    field(&mut out, "operation", event.operation);
     for (k, v) in [
         ("keyset", event.keyset),
         ("kid", event.kid),
         ("purpose", event.purpose),
         ("detail", event.detail),
+        ("input_sha256", event.input_sha256.as_deref()),
     ] {
         if let Some(v) = v {
-            line.insert(k.into(), json!(v));
+            field(&mut out, k, v);
         }
     }
-    if let Some(h) = &event.input_sha256 {
-        line.insert("input_sha256".into(), json!(h));
-    }
-    line.insert("outcome".into(), json!(event.outcome));
-    let mut text = Value::Object(line).to_string();
-    text.push('\n');
-    text
+    field(&mut out, "outcome", event.outcome);
+    out.extend_from_slice(b"}\n");
+    // serde_json writes UTF-8 and every literal above is ASCII.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
@@ -511,6 +522,43 @@ mod tests {
         assert_eq!(lines[0]["keyset"], "k");
         assert_eq!(lines[1]["outcome"], "denied");
         assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_in_a_fixed_order_with_escaping() {
+        let text = line(
+            &json!({"uid": 5, "gid": 6, "pid": null}),
+            &Event {
+                operation: "sign_jwt",
+                keyset: Some("k\"1\n"),
+                kid: Some("kid-1"),
+                purpose: Some("generic"),
+                input_sha256: Some("ab".repeat(32)),
+                outcome: "ok",
+                detail: None,
+            },
+        );
+        assert!(
+            text.ends_with("}\n") && text.matches('\n').count() == 1,
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["keyset"], "k\"1\n");
+        assert_eq!(v["caller"]["uid"], 5);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "time",
+                "caller",
+                "operation",
+                "keyset",
+                "kid",
+                "purpose",
+                "input_sha256",
+                "outcome"
+            ]
+        );
     }
 
     #[test]

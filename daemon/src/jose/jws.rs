@@ -1,19 +1,22 @@
-//! Compact JWS signing with a device-held key, through josekit.
+//! Compact JWS signing with a device-held key.
 //!
-//! [`DeviceSigner`] implements `josekit::jws::JwsSigner` over a keyring
-//! [`ActiveKey`], so josekit builds the header and payload encoding and the
-//! device makes the signature. The device's own error is kept aside and
-//! returned as is, so an unreachable HSM stays `Unavailable` rather than
-//! becoming a generic JOSE error.
+//! The compact form is assembled here, once, into one buffer: the protected
+//! header (`alg`, `kid`, `typ`), the payload, the device's signature, each
+//! base64url. josekit did this before through its `JwsSigner` seam, which
+//! costs two JSON maps and a copy per token and carries the device's error
+//! as a string (it was parked aside and fished out again); this path
+//! returns the device's own [`Error`], so an unreachable HSM stays
+//! `Unavailable`. josekit still *verifies* (`jose::verify`) and checks this
+//! output in the tests. The registered claims josekit's `JwtPayload` checks
+//! are checked the same way ([`check_registered`]).
 
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
 use crate::keyring::ActiveKey;
-use josekit::jws::{JwsAlgorithm, JwsHeader, JwsSigner};
-use josekit::jwt::JwtPayload;
-use josekit::JoseError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
 use serde_json::{Map, Value};
-use std::sync::{Arc, Mutex};
+use sha2::{Digest, Sha256};
 
 /// Largest accepted claims document, in bytes.
 pub const MAX_CLAIMS_BYTES: usize = 64 * 1024;
@@ -28,56 +31,46 @@ fn depth(v: &Value) -> usize {
     }
 }
 
-#[derive(Debug, Clone)]
-struct DeviceSigner {
-    key: ActiveKey,
-    failure: Arc<Mutex<Option<Error>>>,
+/// A signed compact JWS and the SHA-256 (hex) of its signing input, for the
+/// audit line (it identifies what was signed without recording the claims).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedJws {
+    /// `header.payload.signature`.
+    pub token: String,
+    /// Hex SHA-256 of `header.payload`.
+    pub input_sha256: String,
 }
 
-fn josekit_alg(alg: Algorithm) -> Option<&'static dyn JwsAlgorithm> {
-    match alg {
-        Algorithm::ES256 => Some(&josekit::jws::ES256),
-        Algorithm::PS256 => Some(&josekit::jws::PS256),
-        Algorithm::RS256 => Some(&josekit::jws::RS256),
-        Algorithm::EdDSA => Some(&josekit::jws::EdDSA),
-        Algorithm::RsaOaep256 => None,
-    }
-}
-
-impl JwsSigner for DeviceSigner {
-    fn algorithm(&self) -> &dyn JwsAlgorithm {
-        // `sign_jwt` builds a DeviceSigner only for signing algorithms.
-        josekit_alg(self.key.alg).unwrap_or(&josekit::jws::ES256)
-    }
-
-    fn key_id(&self) -> Option<&str> {
-        Some(&self.key.kid)
-    }
-
-    fn signature_len(&self) -> usize {
-        match self.key.alg {
-            Algorithm::ES256 | Algorithm::EdDSA => 64,
-            Algorithm::PS256 | Algorithm::RS256 | Algorithm::RsaOaep256 => 512,
+/// Refuses registered claims of the wrong JSON type (RFC 7519 section 4.1):
+/// `iss`, `sub` and `jti` strings; `aud` a string or an array of strings;
+/// `exp`, `nbf` and `iat` non-negative numbers.
+///
+/// # Errors
+/// `InvalidArgument` naming the claim.
+pub fn check_registered(claims: &Map<String, Value>) -> Result<()> {
+    for (name, value) in claims {
+        let ok = match name.as_str() {
+            "iss" | "sub" | "jti" => value.is_string(),
+            "aud" => match value {
+                Value::String(_) => true,
+                Value::Array(a) => a.iter().all(Value::is_string),
+                _ => false,
+            },
+            "exp" | "nbf" | "iat" => value.as_f64().is_some_and(|n| n >= 0.0),
+            _ => true,
+        };
+        if !ok {
+            let want = match name.as_str() {
+                "aud" => "a string or an array of strings",
+                "exp" | "nbf" | "iat" => "a non-negative number (seconds since the epoch)",
+                _ => "a string",
+            };
+            return Err(Error::InvalidArgument(format!(
+                "claims rejected: the JWT {name} claim must be {want}"
+            )));
         }
     }
-
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
-        self.key.sign(message).map_err(|e| {
-            let text = e.to_string();
-            if let Ok(mut slot) = self.failure.lock() {
-                *slot = Some(e);
-            }
-            JoseError::InvalidSignature(anyhow_msg(text))
-        })
-    }
-
-    fn box_clone(&self) -> Box<dyn JwsSigner> {
-        Box::new(self.clone())
-    }
-}
-
-fn anyhow_msg(text: String) -> anyhow::Error {
-    anyhow::Error::msg(text)
+    Ok(())
 }
 
 /// Parses a claims document: a JSON object of at most [`MAX_CLAIMS_BYTES`].
@@ -120,42 +113,66 @@ fn kind_of(v: &Value) -> &'static str {
 /// Hex SHA-256 of a compact JWS's signing input (`header.payload`), for the
 /// audit log: it identifies what was signed without recording the claims.
 pub fn signing_input_sha256(jws: &str) -> String {
-    use sha2::{Digest, Sha256};
     let input = jws.rsplit_once('.').map_or(jws, |(i, _)| i);
     hex::encode(Sha256::digest(input.as_bytes()))
 }
 
-/// Signs `claims` as a compact JWS with `alg` and `kid` headers, and `typ` when given.
-/// Blocking (it calls the device).
+/// Appends `s` to `out` as a JSON string.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Signs `claims` as a compact JWS with `alg` and `kid` headers, and `typ`
+/// when given. Blocking (it calls the device).
 ///
 /// # Errors
-/// `InvalidArgument` for claims josekit refuses (e.g. a non-numeric `exp`),
-/// or the device's failure.
-pub fn sign_jwt(key: &ActiveKey, typ: Option<&str>, claims: Map<String, Value>) -> Result<String> {
-    if josekit_alg(key.alg).is_none() {
-        return Err(Error::FailedPrecondition(format!(
-            "{} is not a signature algorithm",
-            key.alg
-        )));
-    }
-    let payload = JwtPayload::from_map(claims)
-        .map_err(|e| Error::InvalidArgument(format!("claims rejected: {e}")))?;
-    let mut header = JwsHeader::new();
-    header.set_key_id(key.kid.clone());
-    if let Some(t) = typ.filter(|t| !t.is_empty()) {
-        header.set_token_type(t);
-    }
-    let signer = DeviceSigner {
-        key: key.clone(),
-        failure: Arc::new(Mutex::new(None)),
+/// `InvalidArgument` for registered claims of the wrong type (e.g. a
+/// non-numeric `exp`); `FailedPrecondition` for a key that does not sign;
+/// the device's failure as it is.
+pub fn sign_jwt(
+    key: &ActiveKey,
+    typ: Option<&str>,
+    claims: &Map<String, Value>,
+) -> Result<SignedJws> {
+    let (alg, signature_len) = match key.alg {
+        Algorithm::ES256 => ("ES256", 64),
+        Algorithm::EdDSA => ("EdDSA", 64),
+        Algorithm::PS256 => ("PS256", 512),
+        Algorithm::RS256 => ("RS256", 512),
+        Algorithm::RsaOaep256 => {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is not a signature algorithm",
+                key.alg
+            )))
+        }
     };
-    josekit::jwt::encode_with_signer(&payload, &header, &signer).map_err(|e| {
-        signer
-            .failure
-            .lock()
-            .ok()
-            .and_then(|mut f| f.take())
-            .unwrap_or_else(|| Error::Internal(format!("building the JWS: {e}")))
+    check_registered(claims)?;
+    let mut json = Vec::with_capacity(512);
+    json.extend_from_slice(b"{\"alg\":\"");
+    json.extend_from_slice(alg.as_bytes());
+    json.extend_from_slice(b"\",\"kid\":");
+    json_string(&mut json, &key.kid);
+    if let Some(t) = typ.filter(|t| !t.is_empty()) {
+        json.extend_from_slice(b",\"typ\":");
+        json_string(&mut json, t);
+    }
+    json.push(b'}');
+    let header_len = json.len();
+    serde_json::to_writer(&mut json, claims)
+        .map_err(|e| Error::InvalidArgument(format!("claims rejected: {e}")))?;
+    let (header, payload) = json.split_at(header_len);
+    let mut token = String::with_capacity((json.len() + signature_len) * 4 / 3 + 8);
+    B64.encode_string(header, &mut token);
+    token.push('.');
+    B64.encode_string(payload, &mut token);
+    let input_sha256 = hex::encode(Sha256::digest(token.as_bytes()));
+    let signature = key.sign(token.as_bytes())?;
+    token.push('.');
+    B64.encode_string(&signature, &mut token);
+    Ok(SignedJws {
+        token,
+        input_sha256,
     })
 }
 
@@ -165,6 +182,7 @@ mod tests {
     use crate::backend::software::SoftwareBackend;
     use crate::backend::{KeyBackend, KeyRef};
     use crate::keyring::keyset::Profile;
+    use std::sync::Arc;
 
     #[test]
     fn claims_must_be_a_small_object() {
@@ -205,12 +223,14 @@ mod tests {
             key_ref,
             backend,
         };
-        let jws = sign_jwt(
+        let signed = sign_jwt(
             &key,
             Some("at+jwt"),
-            parse_claims("{\"sub\":\"x\"}").unwrap(),
+            &parse_claims("{\"sub\":\"x\",\"aud\":[\"a\",\"b\"],\"exp\":1.5}").unwrap(),
         )
         .unwrap();
+        let jws = signed.token;
+        assert_eq!(signed.input_sha256, signing_input_sha256(&jws));
         let jwk = crate::jose::jwk::public_jwk(&public, &kid, Algorithm::ES256);
         let jwk = josekit::jwk::Jwk::from_map(jwk.as_object().unwrap().clone()).unwrap();
         let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
@@ -218,5 +238,20 @@ mod tests {
         assert_eq!(payload.subject(), Some("x"));
         assert_eq!(header.token_type(), Some("at+jwt"));
         assert_eq!(header.key_id(), Some(kid.as_str()));
+        assert_eq!(header.algorithm(), Some("ES256"));
+        for bad in [
+            "{\"exp\":\"soon\"}",
+            "{\"iat\":-1}",
+            "{\"aud\":[\"a\",1]}",
+            "{\"aud\":{}}",
+            "{\"sub\":5}",
+            "{\"jti\":null}",
+        ] {
+            let e = sign_jwt(&key, None, &parse_claims(bad).unwrap()).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.starts_with("claims rejected")),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -99,8 +99,10 @@ impl SignerService {
             let kid = key.kid.clone();
             let (guard, alg) = (key.guard.clone(), key.alg);
             let (signed, digest) = device(&guard, alg, move || {
-                let jws = jws::sign_jwt(&key, token.typ.as_deref(), token.claims)?;
-                let digest = jws::signing_input_sha256(&jws);
+                let jws::SignedJws {
+                    token: jws,
+                    input_sha256: digest,
+                } = jws::sign_jwt(&key, token.typ.as_deref(), &token.claims)?;
                 match encrypt_to {
                     Some(e) => {
                         jwe::encrypt_nested(&jws, &e.recipient_jwk, optional(e.enc).as_deref())
@@ -272,10 +274,10 @@ impl Signer for SignerService {
             .collect();
         // One trip to the blocking pool for the whole batch.
         let (guard, alg) = (key.guard.clone(), key.alg);
-        let results: Vec<Result<String, Error>> = device(&guard, alg, move || {
+        let results: Vec<Result<jws::SignedJws, Error>> = device(&guard, alg, move || {
             Ok(tokens
                 .into_iter()
-                .map(|t| t.and_then(|t| jws::sign_jwt(&key, t.typ.as_deref(), t.claims)))
+                .map(|t| t.and_then(|t| jws::sign_jwt(&key, t.typ.as_deref(), &t.claims)))
                 .collect())
         })
         .await?;
@@ -285,8 +287,11 @@ impl Signer for SignerService {
         let mut audited: Vec<(Option<String>, Option<String>)> = Vec::with_capacity(results.len());
         for r in results {
             let item = match r {
-                Ok(token) => {
-                    audited.push((Some(jws::signing_input_sha256(&token)), None));
+                Ok(jws::SignedJws {
+                    token,
+                    input_sha256,
+                }) => {
+                    audited.push((Some(input_sha256), None));
                     pb::batch_item::Result::Signed(pb::SignJwtResponse {
                         jws: token,
                         kid: kid.clone(),

@@ -373,6 +373,14 @@ pub(crate) enum BenchCmd {
         #[command(flatten)]
         opts: BenchOpts,
     },
+    /// SignIdToken (with at_hash) with a keyset of purpose id_token.
+    IdToken {
+        /// Keyset name (purpose id_token; its issuer is the token's `iss`).
+        #[arg(long)]
+        keyset: String,
+        #[command(flatten)]
+        opts: BenchOpts,
+    },
     /// The gRPC health check: the round trip of the socket and gRPC stack
     /// alone (no device, JOSE or audit), the floor under every other figure.
     Health {

@@ -592,6 +592,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     opts,
                 ),
                 BenchCmd::Health { opts } => (Load::Health, opts),
+                BenchCmd::IdToken { keyset, opts } => (Load::IdToken { keyset }, opts),
                 BenchCmd::Verify { keyset, opts } => {
                     let claims = json!({
                         "iss": "https://as.bank.example", "sub": "bench", "aud": "https://rs.bank.example",
