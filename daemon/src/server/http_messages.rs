@@ -86,9 +86,9 @@ fn components(list: &[String]) -> Result<Vec<Component>, Status> {
         .collect()
 }
 
-/// SHA-256 (hex) of a whole RFC 9421 signature base, for the audit line.
-/// Not `jws::signing_input_sha256`: that cuts at the last `.` (a JWS's
-/// signature), and a base holds host names full of dots.
+/// SHA-256 (hex) of a whole RFC 9421 signature base, for the audit line
+/// (the whole base: it holds host names full of dots, so nothing is cut at
+/// a `.` as a JWS's signing input is).
 fn base_sha256(base: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(base.as_bytes()))
