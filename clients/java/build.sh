@@ -7,7 +7,8 @@
 #
 # Needs: default-jdk-headless protobuf-compiler protobuf-compiler-grpc-java-plugin
 # libgrpc-java libnetty-java libnetty-tcnative-java libnetty-tcnative-jni
-# libperfmark-java libgeronimo-annotation-1.3-spec-java (and, for the tests,
+# libperfmark-java libgeronimo-annotation-1.3-spec-java libprotobuf-java
+# libguava-java liberror-prone-java (and, for the tests,
 # junit4 libhamcrest-java libgoogle-gson-java softhsm2 openssl).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +21,11 @@ runtime=(grpc-api grpc-core grpc-context grpc-netty grpc-protobuf grpc-protobuf-
   netty-buffer netty-codec netty-codec-http netty-codec-http2 netty-common netty-handler
   netty-resolver netty-transport netty-tcnative)
 cp=""
-for n in "${runtime[@]}"; do cp+="$j/$n.jar:"; done
+for n in "${runtime[@]}"; do
+  # A missing jar otherwise shows up as thousands of javac errors.
+  [ -f "$j/$n.jar" ] || { echo "build.sh: $j/$n.jar is missing; install the package that ships it (see Needs: above)" >&2; exit 1; }
+  cp+="$j/$n.jar:"
+done
 
 rm -rf build && mkdir -p build/gen build/classes build/test-classes build/native
 protoc -I "$proto" --java_out=build/gen \
