@@ -43,12 +43,19 @@ pub fn run(keyring: &Keyring, opts: &Options) -> Result<Report, String> {
     if opts.no_pool {
         key.backend.release_sessions();
     }
-    let sign = |k: &ActiveKey| {
-        if opts.no_pool {
-            k.backend.sign_unpooled(&k.key_ref, k.alg, SIGNING_INPUT)
-        } else {
-            k.backend.sign(&k.key_ref, k.alg, SIGNING_INPUT)
+    let unpooled = match (opts.no_pool, key.backend.capabilities().pool) {
+        (false, _) => false,
+        (true, Some(_)) => true,
+        (true, None) => {
+            return Err(format!(
+                "--no-pool: the {} backend has no session pool to bypass",
+                key.backend.kind()
+            ))
         }
+    };
+    let sign = |k: &ActiveKey| match k.backend.capabilities().pool {
+        Some(pool) if unpooled => pool.sign_unpooled(&k.key_ref, k.alg, SIGNING_INPUT),
+        _ => k.backend.sign(&k.key_ref, k.alg, SIGNING_INPUT),
     };
     sign(&key).map_err(|e| format!("the key cannot sign: {e}"))?;
     let start = Instant::now();

@@ -25,10 +25,15 @@ pub enum Error {
     /// The caller is not allowed to do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller has used up a quota (the rate limit, a replay cache
+    /// partition); slowing down and retrying helps.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The key device (HSM/TPM) cannot be reached or is not answering; retrying may help.
     #[error("{0}")]
     Unavailable(String),
-    /// A fault inside Custos or its state directory; the daemon log has the details.
+    /// A fault inside Custos or its state directory. The message goes to the
+    /// daemon log; the caller gets a reference to it, not the detail.
     #[error("{0}")]
     Internal(String),
 }
@@ -37,6 +42,21 @@ impl Error {
     /// The message, whatever the kind.
     pub fn detail(&self) -> String {
         self.to_string()
+    }
+
+    /// Prefixes the message with where the error happened, keeping the kind.
+    pub fn with_context(self, ctx: &str) -> Self {
+        let at = |m: String| format!("{ctx}: {m}");
+        match self {
+            Error::NotFound(m) => Error::NotFound(at(m)),
+            Error::InvalidArgument(m) => Error::InvalidArgument(at(m)),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(at(m)),
+            Error::AlreadyExists(m) => Error::AlreadyExists(at(m)),
+            Error::PermissionDenied(m) => Error::PermissionDenied(at(m)),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(at(m)),
+            Error::Unavailable(m) => Error::Unavailable(at(m)),
+            Error::Internal(m) => Error::Internal(at(m)),
+        }
     }
 }
 

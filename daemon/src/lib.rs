@@ -33,6 +33,11 @@
 //! [`metrics`], [`logging`], [`reload`] (SIGHUP), [`systemd`], [`doctor`]
 //! and [`bench`](mod@bench) (the `custosd` tools), and [`runtime`] (wiring).
 //!
+//! Errors take one road: a device's codes become [`error::Error`] in the
+//! backend (`BackendError` and `pkcs11/errors.rs`), and the domain error
+//! becomes a `tonic::Status` only in `server/status.rs`, which also names
+//! the outcome code of a failed call's audit line.
+//!
 //! One exception to the arrows, on purpose: `keyring` uses `jose::jwk`
 //! (pure functions over a public key) because a version's kid *is* its
 //! RFC 7638 thumbprint.

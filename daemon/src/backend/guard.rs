@@ -67,14 +67,13 @@ impl DeviceGuard {
         // Inline calls run on the async workers: leave at least one worker
         // free for everything else (verification, health) if a device hangs.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let inline_max = if backend.inline_calls() {
+        let pool = backend.capabilities().pool;
+        let inline_max = if pool.is_some_and(|p| p.inline_calls()) {
             workers.saturating_sub(1)
         } else {
             0
         };
-        let max_threads = backend
-            .pool_stats()
-            .map_or(MAX_THREADS, |p| p.size.max(MAX_THREADS));
+        let max_threads = pool.map_or(MAX_THREADS, |p| p.stats().size.max(MAX_THREADS));
         Arc::new(Self {
             name: name.to_string(),
             timeout: backend.call_timeout(),

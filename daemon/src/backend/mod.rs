@@ -162,6 +162,30 @@ impl From<BackendError> for Error {
     }
 }
 
+/// The keys of a backend that keeps one file per key in `dir` (the software
+/// backend's PEM files, the TPM's key blobs): each `<id><suffix>` is key `id`,
+/// labelled `custos:<kind>:<id>`. `what` names the files in the error.
+pub(crate) fn key_files(
+    dir: &std::path::Path,
+    suffix: &str,
+    kind: &str,
+    what: &str,
+) -> Result<Vec<KeyRef>, BackendError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| BackendError::Internal(format!("listing {what}: {e}")))?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_suffix(suffix)?.to_string();
+            Some(KeyRef {
+                label: format!("custos:{kind}:{id}"),
+                id,
+            })
+        })
+        .collect())
+}
+
 /// A place where private keys are generated and used, and never leave.
 ///
 /// Every method may block on the device.
@@ -181,22 +205,6 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// (ECDSA as fixed-width `r || s`, PSS with a salt as long as the hash).
     fn sign(&self, key: &KeyRef, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, BackendError>;
 
-    /// Signs `message` with an RSA key as RSASSA-PSS with SHA-512, MGF1-SHA-512
-    /// and a 64-byte salt: the `rsa-pss-sha512` of HTTP message signatures
-    /// (RFC 9421 3.3.1). `alg` is the keyset's (RSA) algorithm.
-    fn sign_rsa_pss_sha512(
-        &self,
-        key: &KeyRef,
-        alg: Algorithm,
-        message: &[u8],
-    ) -> Result<Vec<u8>, BackendError> {
-        let _ = (key, alg, message);
-        Err(BackendError::Unsupported(format!(
-            "the {} backend does not sign rsa-pss-sha512; use an ES256 or EdDSA keyset",
-            self.kind()
-        )))
-    }
-
     /// Decrypts a JWE encrypted key (RSA-OAEP-256) inside the device and
     /// returns the content key, which exists only in memory.
     fn decrypt(
@@ -212,30 +220,13 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// Removes both halves of the key pair from the device.
     fn destroy(&self, key: &KeyRef) -> Result<(), BackendError>;
 
-    /// Signs with a fresh device session (open, log in, find the key, sign,
-    /// close) instead of the pool: what `custosd bench --no-pool` measures.
-    fn sign_unpooled(
-        &self,
-        key: &KeyRef,
-        alg: Algorithm,
-        message: &[u8],
-    ) -> Result<Vec<u8>, BackendError> {
-        self.sign(key, alg, message)
-    }
-
     /// Closes idle pooled sessions (so the next login is a real one).
     fn release_sessions(&self) {}
 
-    /// The session pool's figures, for backends that pool sessions.
-    fn pool_stats(&self) -> Option<PoolStats> {
-        None
-    }
-
-    /// Whether device calls are cheap CPU work in this process (a software
-    /// token), best run on the request's own task rather than handed to a
-    /// blocking thread. Network and USB HSMs and TPMs say no.
-    fn inline_calls(&self) -> bool {
-        false
+    /// What this backend can do beyond the calls every backend answers
+    /// (each behind its own small trait); none by default.
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities::default()
     }
 
     /// Asks the device something cheap, for health checks.
@@ -252,6 +243,58 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// Every Custos key on the device (label `custos:*`), to find orphans:
     /// keys generated but never recorded in the manifest.
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError>;
+}
+
+/// The optional parts of a backend, found with [`KeyBackend::capabilities`]
+/// so the core trait holds only what every device does.
+#[derive(Clone, Copy, Default)]
+pub struct Capabilities<'a> {
+    /// RFC 9421's `rsa-pss-sha512` (PKCS#11 and the software backend).
+    pub rsa_pss_sha512: Option<&'a dyn RsaPssSha512>,
+    /// A pool of device sessions (PKCS#11).
+    pub pool: Option<&'a dyn SessionPool>,
+}
+
+impl fmt::Debug for Capabilities<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capabilities")
+            .field("rsa_pss_sha512", &self.rsa_pss_sha512.is_some())
+            .field("pool", &self.pool.is_some())
+            .finish()
+    }
+}
+
+/// Signs with an RSA key as RSASSA-PSS with SHA-512, MGF1-SHA-512 and a
+/// 64-byte salt: the `rsa-pss-sha512` of HTTP message signatures (RFC 9421
+/// 3.3.1), which no JWS algorithm names.
+pub trait RsaPssSha512: Send + Sync {
+    /// Signs `message`; `alg` is the keyset's (RSA) algorithm.
+    fn sign_rsa_pss_sha512(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError>;
+}
+
+/// A backend that keeps a pool of device sessions.
+pub trait SessionPool: Send + Sync {
+    /// The pool's figures now (for the metrics and the thread budget).
+    fn stats(&self) -> PoolStats;
+
+    /// Whether device calls are cheap CPU work in this process (a software
+    /// token), best run on the request's own task rather than handed to a
+    /// blocking thread (`[sessions] inline_calls`). Network and USB HSMs say no.
+    fn inline_calls(&self) -> bool;
+
+    /// Signs with a fresh device session (open, log in, find the key, sign,
+    /// close) instead of the pool: what `custosd bench --no-pool` measures.
+    fn sign_unpooled(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError>;
 }
 
 /// A session pool's figures now (for the metrics).

@@ -170,27 +170,6 @@ impl KeyBackend for SoftwareBackend {
         }
     }
 
-    fn sign_rsa_pss_sha512(
-        &self,
-        key: &KeyRef,
-        alg: Algorithm,
-        message: &[u8],
-    ) -> Result<Vec<u8>, BackendError> {
-        if !alg.is_rsa() {
-            return Err(BackendError::Unsupported(
-                "rsa-pss-sha512 needs an RSA key".into(),
-            ));
-        }
-        let k = self.get(key)?;
-        let err = ossl("signing");
-        let mut s = Signer::new(MessageDigest::sha512(), &k).map_err(&err)?;
-        s.set_rsa_padding(Padding::PKCS1_PSS).map_err(&err)?;
-        s.set_rsa_pss_saltlen(RsaPssSaltlen::custom(64))
-            .map_err(&err)?;
-        s.set_rsa_mgf1_md(MessageDigest::sha512()).map_err(&err)?;
-        s.sign_oneshot_to_vec(message).map_err(&err)
-    }
-
     fn decrypt(
         &self,
         key: &KeyRef,
@@ -219,20 +198,15 @@ impl KeyBackend for SoftwareBackend {
         })
     }
 
+    fn capabilities(&self) -> super::Capabilities<'_> {
+        super::Capabilities {
+            rsa_pss_sha512: Some(self),
+            pool: None,
+        }
+    }
+
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| BackendError::Internal(format!("listing dev keys: {e}")))?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let id = name.strip_suffix(".pem")?.to_string();
-                Some(KeyRef {
-                    label: format!("custos:dev:{id}"),
-                    id,
-                })
-            })
-            .collect())
+        super::key_files(&self.dir, ".pem", "dev", "dev keys")
     }
 
     fn destroy(&self, key: &KeyRef) -> Result<(), BackendError> {
@@ -244,6 +218,29 @@ impl KeyBackend for SoftwareBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(BackendError::Internal(format!("removing dev key: {e}"))),
         }
+    }
+}
+
+impl super::RsaPssSha512 for SoftwareBackend {
+    fn sign_rsa_pss_sha512(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        if !alg.is_rsa() {
+            return Err(BackendError::Unsupported(
+                "rsa-pss-sha512 needs an RSA key".into(),
+            ));
+        }
+        let k = self.get(key)?;
+        let err = ossl("signing");
+        let mut s = Signer::new(MessageDigest::sha512(), &k).map_err(&err)?;
+        s.set_rsa_padding(Padding::PKCS1_PSS).map_err(&err)?;
+        s.set_rsa_pss_saltlen(RsaPssSaltlen::custom(64))
+            .map_err(&err)?;
+        s.set_rsa_mgf1_md(MessageDigest::sha512()).map_err(&err)?;
+        s.sign_oneshot_to_vec(message).map_err(&err)
     }
 }
 

@@ -551,19 +551,7 @@ impl KeyBackend for TpmBackend {
     }
 
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| BackendError::Internal(format!("listing TPM key blobs: {e}")))?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let id = name.strip_suffix(".tpmkey")?.to_string();
-                Some(KeyRef {
-                    label: format!("custos:tpm:{id}"),
-                    id,
-                })
-            })
-            .collect())
+        super::key_files(&self.dir, ".tpmkey", "tpm", "TPM key blobs")
     }
 }
 

@@ -167,11 +167,7 @@ mod tests {
     }
 
     fn ctx() -> Context {
-        Context {
-            now: 1000,
-            max_lifetime: 3600,
-            issuer: None,
-        }
+        Context::at(1000, None)
     }
 
     #[test]

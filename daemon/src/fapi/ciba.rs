@@ -126,11 +126,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> Context {
-        Context {
-            now: 1000,
-            max_lifetime: 3600,
-            issuer: None,
-        }
+        Context::at(1000, None)
     }
 
     /// Shaped like CIBA Core 7.1.1's example signed request.

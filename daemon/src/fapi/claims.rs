@@ -15,6 +15,18 @@ pub struct Context {
     pub issuer: Option<String>,
 }
 
+#[cfg(test)]
+impl Context {
+    /// The rule tests' context: `now`, an hour's maximum lifetime, `issuer`.
+    pub(crate) fn at(now: i64, issuer: Option<&str>) -> Self {
+        Self {
+            now,
+            max_lifetime: 3600,
+            issuer: issuer.map(String::from),
+        }
+    }
+}
+
 /// A token ready to sign: its `typ` header (if any) and its claims.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Token {

@@ -141,11 +141,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> Context {
-        Context {
-            now: 1000,
-            max_lifetime: 3600,
-            issuer: Some("https://as".into()),
-        }
+        Context::at(1000, Some("https://as"))
     }
 
     fn map(v: Value) -> Map<String, Value> {

@@ -81,11 +81,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> Context {
-        Context {
-            now: 1_000_000,
-            max_lifetime: 3600,
-            issuer: None,
-        }
+        Context::at(1_000_000, None)
     }
 
     fn claims(v: Value) -> Map<String, Value> {

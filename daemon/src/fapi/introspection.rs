@@ -76,11 +76,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> Context {
-        Context {
-            now: 1000,
-            max_lifetime: 3600,
-            issuer: Some("https://as.example".into()),
-        }
+        Context::at(1000, Some("https://as.example"))
     }
 
     fn obj(v: Value) -> Map<String, Value> {

@@ -104,11 +104,7 @@ mod tests {
     }
 
     fn ctx() -> Context {
-        Context {
-            now: 100,
-            max_lifetime: 3600,
-            issuer: None,
-        }
+        Context::at(100, None)
     }
 
     #[test]

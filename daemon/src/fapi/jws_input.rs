@@ -295,11 +295,7 @@ mod tests {
     const KID: &str = "kid-1";
 
     fn ctx() -> Context {
-        Context {
-            now: 1_000_000,
-            max_lifetime: 3600,
-            issuer: Some("https://as.bank".into()),
-        }
+        Context::at(1_000_000, Some("https://as.bank"))
     }
 
     fn input(header: Value, claims: Value) -> String {

@@ -117,9 +117,13 @@ impl ActiveKey {
     /// # Errors
     /// The backend's failure, mapped to a domain error.
     pub fn sign_rsa_pss_sha512(&self, message: &[u8]) -> Result<Vec<u8>> {
-        Ok(self
-            .backend
-            .sign_rsa_pss_sha512(&self.key_ref, self.alg, message)?)
+        let signer = self.backend.capabilities().rsa_pss_sha512.ok_or_else(|| {
+            crate::backend::BackendError::Unsupported(format!(
+                "the {} backend does not sign rsa-pss-sha512; use an ES256 or EdDSA keyset",
+                self.backend.kind()
+            ))
+        })?;
+        Ok(signer.sign_rsa_pss_sha512(&self.key_ref, self.alg, message)?)
     }
 }
 
@@ -543,21 +547,6 @@ fn not_found(name: &str) -> Error {
 
 fn already(name: &str) -> Error {
     Error::AlreadyExists(format!("keyset {name:?} already exists"))
-}
-
-impl Error {
-    /// Prefixes the message with where the error happened, keeping the kind.
-    pub fn with_context(self, ctx: &str) -> Self {
-        match self {
-            Error::NotFound(m) => Error::NotFound(format!("{ctx}: {m}")),
-            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{ctx}: {m}")),
-            Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("{ctx}: {m}")),
-            Error::AlreadyExists(m) => Error::AlreadyExists(format!("{ctx}: {m}")),
-            Error::PermissionDenied(m) => Error::PermissionDenied(format!("{ctx}: {m}")),
-            Error::Unavailable(m) => Error::Unavailable(format!("{ctx}: {m}")),
-            Error::Internal(m) => Error::Internal(format!("{ctx}: {m}")),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@
 //! from `[[access]]` rules naming the caller (by uid, gid or certificate
 //! SAN), the operation, and a glob matching the keyset. `admin` in a rule
 //! or list means both `manage` and `destroy`.
+use super::status::to_status;
 use crate::audit::{Auditor, Event};
 use crate::config::{AccessRule, LimitsConfig};
+use crate::error::Error;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -384,9 +386,9 @@ impl Gate {
     ) -> Result<Caller, Status> {
         let Some(caller) = Self::identify(req) else {
             tracing::warn!(operation, "refused a caller without an identity");
-            return Err(Status::permission_denied(format!(
+            return Err(to_status(Error::PermissionDenied(format!(
                 "{operation}: the caller could not be identified"
-            )));
+            ))));
         };
         if !self.rate_ok(&caller) {
             self.deny_line(
@@ -400,10 +402,10 @@ impl Gate {
                 },
             );
             crate::metrics::rate_limited();
-            return Err(Status::resource_exhausted(format!(
+            return Err(to_status(Error::ResourceExhausted(format!(
                 "{operation}: rate limit of {} requests per second exceeded for {caller}; slow down and retry",
                 self.policy.current().limits.rate_per_second
-            )));
+            ))));
         }
         if self.may(&caller, operation, keyset) {
             return Ok(caller);
@@ -420,9 +422,9 @@ impl Gate {
                 ..Event::default()
             },
         );
-        Err(Status::permission_denied(format!(
+        Err(to_status(Error::PermissionDenied(format!(
             "{operation}{target} denied for {caller}: no [[access]] rule grants it"
-        )))
+        ))))
     }
 }
 

@@ -58,8 +58,8 @@ pub(crate) fn spawn(
                     _ => {}
                 }
                 crate::metrics::backend(name, problem.is_none(), guard.in_flight());
-                if let Some(stats) = guard.backend.pool_stats() {
-                    crate::metrics::pool(name, stats);
+                if let Some(pool) = guard.backend.capabilities().pool {
+                    crate::metrics::pool(name, pool.stats());
                 }
                 let status = if problem.is_none() {
                     ServingStatus::Serving

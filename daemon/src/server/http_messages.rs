@@ -4,8 +4,8 @@
 
 use super::caller::Caller;
 use super::signer::SignerService;
-use super::status::{device, to_status};
-use super::verifier::VerifierService;
+use super::status::{audit_code, device, to_status};
+use super::verifier::{accepted, refused, VerifierService};
 use crate::audit::Event;
 use crate::error::Error;
 use crate::httpsig::base::{self, SignatureParams};
@@ -107,7 +107,7 @@ impl SignerService {
         let result = self.sign_http_inner(req).await;
         let (kid, outcome, detail) = match &result {
             Ok(r) => (Some(r.kid.as_str()), "ok", None),
-            Err(s) => (None, "error", Some(format!("{:?}", s.code()))),
+            Err(s) => (None, "error", Some(audit_code(s))),
         };
         let digest = result.as_ref().ok().map(|r| base_sha256(&r.signature_base));
         self.gate
@@ -303,11 +303,8 @@ impl VerifierService {
                 Ok((rec, keyid, alg))
             });
         let v = match result {
-            Ok((rec, kid, alg)) => pb::Verdict {
-                valid: true,
-                reason: String::new(),
-                detail: String::new(),
-                claims_json: json!({
+            Ok((rec, kid, alg)) => accepted(
+                json!({
                     "label": rec.label,
                     "alg": alg.as_str(),
                     "created": rec.created,
@@ -316,19 +313,12 @@ impl VerifierService {
                 })
                 .to_string(),
                 kid,
-                keyset: match &source {
+                match &source {
                     KeySource::Jwks(_) => "jwks".into(),
                     KeySource::Keyset(name) => (*name).into(),
                 },
-            },
-            Err(i) => pb::Verdict {
-                valid: false,
-                reason: i.reason.as_str().into(),
-                detail: i.detail,
-                claims_json: String::new(),
-                kid: String::new(),
-                keyset: String::new(),
-            },
+            ),
+            Err(i) => refused(i),
         };
         super::verifier::audit(&self.gate, caller, "verify_http_message", &v).await?;
         Ok(v)

@@ -2,7 +2,7 @@
 
 use super::caller::{Caller, Gate};
 use super::convert;
-use super::status::{blocking, to_status};
+use super::status::{audit_code, blocking, to_status};
 use crate::error::Error;
 use crate::fapi;
 use crate::jose;
@@ -83,7 +83,7 @@ impl KeyAdminService {
         let keyring = self.keyring.clone();
         let by = caller.to_string();
         let result = blocking(move || change(&keyring, &by)).await;
-        let code = result.as_ref().err().map(|s| format!("{:?}", s.code()));
+        let code = result.as_ref().err().map(audit_code);
         self.gate
             .audit_admin(
                 &caller,
@@ -292,7 +292,7 @@ impl KeyAdmin for KeyAdminService {
             keyring.certificate_request(&req.keyset, kid, &req.subject, &req.sans)
         })
         .await;
-        let code = result.as_ref().err().map(|s| format!("{:?}", s.code()));
+        let code = result.as_ref().err().map(audit_code);
         let kid = result.as_ref().ok().map(|(_, kid)| kid.clone());
         self.gate
             .audit_admin(

@@ -5,7 +5,8 @@
 
 use super::caller::Caller;
 use super::keys::KeyAdminService;
-use super::status::{blocking, to_status};
+use super::status::{audit_code, blocking, to_status};
+use crate::error::Error;
 use crate::keyring::requests::{Guarded, Request, RequestState};
 use custos_proto::v1 as pb;
 use tonic::Status;
@@ -66,7 +67,7 @@ impl KeyAdminService {
         let result = blocking(move || keyring.submit(guarded, &by)).await;
         let detail = match &result {
             Ok(r) => format!("{kind} held for approval as request {}", r.id),
-            Err(s) => format!("{:?}", s.code()),
+            Err(s) => audit_code(s),
         };
         if let Err(e) = self
             .gate
@@ -84,12 +85,12 @@ impl KeyAdminService {
         }
         Some(match result {
             Ok(r) => {
-                let mut status = Status::failed_precondition(format!(
+                let mut status = to_status(Error::FailedPrecondition(format!(
                     "dual control: this {kind} is request {} and needs {} approval(s) by other \
                      people before it is carried out: `custos requests show {}`, then \
                      `custos requests approve {} --digest ...`; it expires at {}",
                     r.id, r.needed, r.id, r.id, r.expires_at
-                ));
+                )));
                 if let Ok(v) = r.id.parse() {
                     status.metadata_mut().insert("custos-request-id", v);
                 }

@@ -14,12 +14,26 @@ pub(crate) fn to_status(e: Error) -> Status {
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::AlreadyExists(m) => Status::already_exists(m),
         Error::PermissionDenied(m) => Status::permission_denied(m),
+        Error::ResourceExhausted(m) => Status::resource_exhausted(m),
         Error::Unavailable(m) => Status::unavailable(m),
         Error::Internal(m) => {
-            tracing::error!(error = %m, "internal error");
-            Status::internal(m)
+            // The detail (paths, device codes) is for the operator's log, not
+            // for every caller: the caller gets a reference to find it there.
+            let reference = hex::encode(rand::random::<[u8; 6]>());
+            tracing::error!(error = %m, reference = %reference, "internal error");
+            Status::internal(format!(
+                "custosd hit an internal fault (reference {reference}); the daemon log has \
+                 the details under that reference"
+            ))
         }
     }
+}
+
+/// The outcome code an audit line records for a failed call: the gRPC code's
+/// name (`PermissionDenied`, `Unavailable`, ...), the same for every
+/// operation, so an auditor can count failures by kind.
+pub(crate) fn audit_code(s: &Status) -> String {
+    format!("{:?}", s.code())
 }
 
 /// Runs device work for a key under its backend's watch: on the request's
@@ -121,7 +135,9 @@ pub(crate) async fn on_thread<T: Send + 'static>(
 fn joined_status<T>(joined: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Status> {
     match joined {
         Ok(r) => r.map_err(to_status),
-        Err(e) => Err(Status::internal(format!("device task failed: {e}"))),
+        Err(e) => Err(to_status(Error::Internal(format!(
+            "device task failed: {e}"
+        )))),
     }
 }
 
@@ -131,6 +147,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(to_status),
-        Err(e) => Err(Status::internal(format!("device task failed: {e}"))),
+        Err(e) => Err(to_status(Error::Internal(format!(
+            "device task failed: {e}"
+        )))),
     }
 }

@@ -5,7 +5,7 @@
 
 use super::caller::Caller;
 use super::signer::SignerService;
-use super::status::{device, to_status};
+use super::status::{audit_code, device, to_status};
 use crate::audit::Event;
 use crate::error::Error;
 use crate::fapi::tls;
@@ -53,7 +53,7 @@ impl SignerService {
                 "ok",
                 format!("{}; peer {peer}", r.message_kind),
             ),
-            Err(s) => (None, "error", format!("{:?}", s.code())),
+            Err(s) => (None, "error", audit_code(s)),
         };
         self.gate
             .audit

@@ -40,22 +40,33 @@ pub(super) struct Verified {
 
 fn verdict(result: Result<Verified, Invalid>) -> pb::Verdict {
     match result {
-        Ok(v) => pb::Verdict {
-            valid: true,
-            reason: String::new(),
-            detail: String::new(),
-            claims_json: Value::Object(v.parsed.claims).to_string(),
-            kid: v.kid,
-            keyset: v.against,
-        },
-        Err(i) => pb::Verdict {
-            valid: false,
-            reason: i.reason.as_str().into(),
-            detail: i.detail,
-            claims_json: String::new(),
-            kid: String::new(),
-            keyset: String::new(),
-        },
+        Ok(v) => accepted(Value::Object(v.parsed.claims).to_string(), v.kid, v.against),
+        Err(i) => refused(i),
+    }
+}
+
+/// The verdict for a valid input: what it says (`claims_json`), the kid that
+/// verified it and what that key was taken from (a keyset name, or `jwks`).
+pub(super) fn accepted(claims_json: String, kid: String, keyset: String) -> pb::Verdict {
+    pb::Verdict {
+        valid: true,
+        reason: String::new(),
+        detail: String::new(),
+        claims_json,
+        kid,
+        keyset,
+    }
+}
+
+/// The verdict for an invalid input: its reason code and detail, nothing else.
+pub(super) fn refused(i: Invalid) -> pb::Verdict {
+    pb::Verdict {
+        valid: false,
+        reason: i.reason.as_str().into(),
+        detail: i.detail,
+        claims_json: String::new(),
+        kid: String::new(),
+        keyset: String::new(),
     }
 }
 

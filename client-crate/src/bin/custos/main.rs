@@ -5,15 +5,19 @@
 //! reached (for `verify`: also a request the daemon could not check).
 
 use clap::Parser;
-use custos_client::{proto, Client, Error, KeysetSpec};
+use custos_client::{proto, Client, Error};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod args;
 mod audit;
+mod bench;
 mod inputs;
+mod keyset;
 mod output;
+mod requests;
+mod sign;
 mod verify;
 
 use args::*;
@@ -153,182 +157,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     let client = connect(&target).await?;
     match cli.command {
-        Command::Keyset(KeysetCmd::Create {
-            name,
-            alg,
-            purpose,
-            backend,
-            profile,
-            issuer,
-            max_lifetime,
-        }) => {
-            let ks = client
-                .create_keyset(KeysetSpec {
-                    name,
-                    alg,
-                    purposes: purpose,
-                    backend,
-                    profile,
-                    issuer,
-                    max_token_lifetime: max_lifetime,
-                })
-                .await?;
-            if cli.json {
-                print_json(&keyset_json(&ks));
-            } else {
-                println!(
-                    "created keyset {} ({}), kid {}",
-                    ks.name,
-                    ks.alg,
-                    active_kid(&ks)
-                );
-            }
-        }
-        Command::Keyset(KeysetCmd::List) => {
-            let list = client.list_keysets().await?;
-            if cli.json {
-                print_json(&serde_json::Value::Array(
-                    list.iter().map(keyset_json).collect(),
-                ));
-            } else {
-                println!(
-                    "{:<24} {:<6} {:<10} {:<32} ACTIVE KID",
-                    "NAME", "ALG", "BACKEND", "PURPOSES"
-                );
-                for ks in &list {
-                    println!(
-                        "{:<24} {:<6} {:<10} {:<32} {}",
-                        ks.name,
-                        ks.alg,
-                        ks.backend,
-                        ks.purposes.join(","),
-                        active_kid(ks)
-                    );
-                }
-            }
-        }
-        Command::Keyset(KeysetCmd::Show { name }) => {
-            let ks = client.get_keyset(&name).await?;
-            if cli.json {
-                print_json(&keyset_json(&ks));
-            } else {
-                println!("keyset   {}", ks.name);
-                println!("alg      {}", ks.alg);
-                println!("profile  {}", ks.profile);
-                if ks.backend_problem.is_empty() {
-                    println!("backend  {} (answering)", ks.backend);
-                } else {
-                    println!(
-                        "backend  {} NOT ANSWERING: {}",
-                        ks.backend, ks.backend_problem
-                    );
-                }
-                println!("purposes {}", ks.purposes.join(", "));
-                if let Some(p) = &ks.policy {
-                    let period = if p.rotation_period == 0 {
-                        "manual".to_string()
-                    } else {
-                        format!("{}s", p.rotation_period)
-                    };
-                    println!(
-                        "policy   rotation {period}, publish ahead {}s, retain {}s, auto-destroy {}",
-                        p.publish_ahead, p.retain_for, p.auto_destroy
-                    );
-                }
-                if let Some(t) = &ks.next_transition {
-                    println!("next     {} {} at {}", t.action, t.kid, t.at);
-                }
-                for v in &ks.versions {
-                    println!("  {} {:<9} created {}", v.kid, v.state, v.created_at);
-                    if !v.x5t_s256.is_empty() {
-                        println!("    certificate x5t#S256 {}", v.x5t_s256);
-                    }
-                }
-            }
-        }
-        Command::Keyset(KeysetCmd::Rotate { name, now }) => {
-            let ks = client.rotate(&name, now).await?;
-            let newest = ks.versions.last().map_or("-", |v| v.kid.as_str());
-            let state = ks.versions.last().map_or("-", |v| v.state.as_str());
-            changed(
-                cli.json,
-                &ks,
-                &format!("{name}: new key {newest} is {state}"),
-            );
-        }
-        Command::Keyset(KeysetCmd::Activate { name, kid }) => {
-            let ks = client.activate(&name, &kid).await?;
-            changed(cli.json, &ks, &format!("{name}: {kid} is active"));
-        }
-        Command::Keyset(KeysetCmd::Retire { name, kid }) => {
-            let ks = client.retire(&name, &kid).await?;
-            changed(cli.json, &ks, &format!("{name}: {kid} is retired"));
-        }
-        Command::Keyset(KeysetCmd::Disable { name, kid }) => {
-            let ks = client.disable(&name, &kid).await?;
-            changed(cli.json, &ks, &format!("{name}: {kid} is disabled"));
-        }
-        Command::Keyset(KeysetCmd::Destroy { name, kid, yes }) => {
-            if !yes {
-                return Err(usage(format!(
-                    "destroying {kid} cannot be undone; add --yes to confirm"
-                )));
-            }
-            let ks = client.destroy(&name, &kid, true).await?;
-            changed(cli.json, &ks, &format!("{name}: {kid} is destroyed"));
-        }
-        Command::Keyset(KeysetCmd::Policy {
-            name,
-            rotation_period,
-            publish_ahead,
-            retain_for,
-            auto_destroy,
-        }) => {
-            let ks = client
-                .set_policy(proto::SetPolicyRequest {
-                    name,
-                    rotation_period,
-                    publish_ahead,
-                    retain_for,
-                    auto_destroy,
-                })
-                .await?;
-            print_json(&keyset_json(&ks)["policy"]);
-        }
-        Command::Keyset(KeysetCmd::Csr {
-            name,
-            subject,
-            sans,
-            output,
-            kid,
-        }) => {
-            let csr = client
-                .create_certificate_request(&name, kid.as_deref(), &subject, &sans)
-                .await?;
-            if let Some(path) = &output {
-                std::fs::write(path, &csr.csr_pem)
-                    .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
-            }
-            if cli.json {
-                print_json(&json!({"keyset": name, "kid": csr.kid, "csr_pem": csr.csr_pem}));
-            } else if output.is_none() {
-                print!("{}", csr.csr_pem);
-            } else {
-                eprintln!("{name}: certificate request for {} written", csr.kid);
-            }
-        }
-        Command::Keyset(KeysetCmd::SetCertificate { name, chain }) => {
-            let pem = read_input(chain.as_ref())?;
-            let ks = client.set_certificate(&name, &pem).await?;
-            let v = ks
-                .versions
-                .iter()
-                .find(|v| !v.x5t_s256.is_empty() && pem_has_leaf(&pem, v));
-            let what = v.map_or_else(String::new, |v| {
-                format!("certificate for {} stored (x5t#S256 {})", v.kid, v.x5t_s256)
-            });
-            changed(cli.json, &ks, &format!("{name}: {what}"));
-        }
+        Command::Keyset(cmd) => keyset::run(&client, cmd, cli.json).await?,
         Command::Jwks { keyset, issuer } => {
             let text = match (&keyset, &issuer) {
                 (None, Some(i)) => client.issuer_jwks(i).await?,
@@ -338,129 +167,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| usage(format!("daemon sent invalid JWKS JSON: {e}")))?;
             print_json(&v);
         }
-        Command::Sign(SignCmd::Jwt(a)) => {
-            let claims = read_input(a.claims.as_ref())?;
-            let signed = client
-                .sign_jwt(&a.keyset, &a.purpose, a.typ.as_deref(), &claims)
-                .await?;
-            if cli.json {
-                print_json(&json!({"token": signed.jws, "kid": signed.kid}));
-            } else {
-                println!("{}", signed.jws);
-            }
-        }
-        Command::Sign(SignCmd::IdToken(a)) => {
-            let req = proto::SignIdTokenRequest {
-                keyset: a.keyset,
-                claims_json: read_input(a.claims.as_ref())?,
-                code: a.code.unwrap_or_default(),
-                access_token: a.access_token.unwrap_or_default(),
-                state: a.state.unwrap_or_default(),
-                encrypt_to: encryption(&a.encrypt)?,
-                auth_req_id: a.auth_req_id.unwrap_or_default(),
-                refresh_token: a.refresh_token.unwrap_or_default(),
-            };
-            print_signed(cli.json, &client.sign_id_token(req).await?);
-        }
-        Command::Sign(SignCmd::Jarm(a)) => {
-            let req = proto::SignJarmResponseRequest {
-                keyset: a.keyset,
-                client_id: a.client_id,
-                lifetime_seconds: a.lifetime.unwrap_or_default(),
-                params_json: read_input(a.params.as_ref())?,
-                issuer: a.issuer.unwrap_or_default(),
-                encrypt_to: encryption(&a.encrypt)?,
-            };
-            print_signed(cli.json, &client.sign_jarm_response(req).await?);
-        }
-        Command::Sign(SignCmd::RequestObject(a)) => {
-            let req = proto::SignRequestObjectRequest {
-                keyset: a.keyset,
-                claims_json: read_input(a.claims.as_ref())?,
-                lifetime_seconds: a.lifetime.unwrap_or_default(),
-                kind: a.kind.unwrap_or_default(),
-            };
-            print_signed(cli.json, &client.sign_request_object(req).await?);
-        }
-        Command::Sign(SignCmd::Introspection(a)) => {
-            let req = proto::SignIntrospectionResponseRequest {
-                keyset: a.keyset,
-                audience: a.audience,
-                response_json: read_input(a.response.as_ref())?,
-                issuer: a.issuer.unwrap_or_default(),
-                encrypt_to: encryption(&a.encrypt)?,
-            };
-            print_signed(cli.json, &client.sign_introspection_response(req).await?);
-        }
-        Command::Sign(SignCmd::Http(a)) => {
-            let raw = http_message(a.message.as_ref())?;
-            let request = match &a.request {
-                Some(p) => Some(
-                    http_message(Some(p))?
-                        .to_proto(&a.scheme)
-                        .map_err(|e| usage(format!("{}: {e}", p.display())))?,
-                ),
-                None => None,
-            };
-            let signed = client
-                .sign_http_message(proto::SignHttpMessageRequest {
-                    keyset: a.keyset,
-                    message: Some(raw.to_proto(&a.scheme).map_err(usage)?),
-                    request,
-                    components: a.components,
-                    tag: a.tag.unwrap_or_default(),
-                    label: a.label.unwrap_or_default(),
-                    digest_algorithm: a.digest_algorithm.clone().unwrap_or_default(),
-                })
-                .await?;
-            if cli.json {
-                print_json(&json!({
-                    "signature_input": signed.signature_input,
-                    "signature": signed.signature,
-                    "content_digest": (!signed.content_digest.is_empty()).then_some(&signed.content_digest),
-                    "label": signed.label,
-                    "kid": signed.kid,
-                    "alg": signed.alg,
-                }));
-                return Ok(());
-            }
-            let mut extra = Vec::new();
-            if !signed.content_digest.is_empty() {
-                extra.push(("Content-Digest", signed.content_digest.as_str()));
-            }
-            extra.push(("Signature-Input", signed.signature_input.as_str()));
-            extra.push(("Signature", signed.signature.as_str()));
-            use std::io::Write;
-            std::io::stdout()
-                .write_all(&raw.render(&extra))
-                .map_err(|e| usage(format!("cannot write the message: {e}")))?;
-        }
-        Command::Sign(SignCmd::ClientAssertion(a)) => {
-            let req = proto::SignClientAssertionRequest {
-                keyset: a.keyset,
-                client_id: a.client_id,
-                audience: a.audience,
-                lifetime_seconds: a.lifetime.unwrap_or_default(),
-            };
-            print_signed(cli.json, &client.sign_client_assertion(req).await?);
-        }
-        Command::Sign(SignCmd::AccessToken(a)) => {
-            use proto::sign_access_token_request::Binding;
-            let binding = match (a.cert, a.jkt) {
-                (Some(path), _) => Some(Binding::ClientCertificate(
-                    std::fs::read(&path)
-                        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?,
-                )),
-                (None, Some(jkt)) => Some(Binding::Jkt(jkt)),
-                (None, None) => None,
-            };
-            let req = proto::SignAccessTokenRequest {
-                keyset: a.keyset,
-                claims_json: read_input(a.claims.as_ref())?,
-                binding,
-            };
-            print_signed(cli.json, &client.sign_access_token(req).await?);
-        }
+        Command::Sign(cmd) => sign::run(&client, cmd, cli.json).await?,
         Command::Verify(cmd) => {
             let verdict = verify(&client, cmd).await.map_err(|e| match e {
                 // A request the daemon could not check is a usage problem here.
@@ -500,60 +207,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         // Handled before connecting; kept total without a panic.
         Command::Doctor { config, backend } => doctor(&config, backend.as_deref(), cli.json)?,
         Command::Completions { .. } | Command::Man | Command::Audit(_) => {}
-        Command::Requests(RequestsCmd::List) => {
-            let all = client.list_requests().await?;
-            if cli.json {
-                print_json(&json!(all.iter().map(request_json).collect::<Vec<_>>()));
-            } else if all.is_empty() {
-                println!("no requests");
-            } else {
-                for r in &all {
-                    println!(
-                        "{}  {:<8} {:<10} {} {}  by {}  {}/{} approvals",
-                        r.id,
-                        r.state,
-                        r.operation,
-                        r.keyset,
-                        r.kid,
-                        r.requested_by,
-                        r.approvals.len(),
-                        r.needed
-                    );
-                }
-            }
-        }
-        Command::Requests(RequestsCmd::Show { id }) => {
-            let r = client.get_request(&id).await?;
-            print_json(&request_json(&r));
-        }
-        Command::Requests(RequestsCmd::Approve { id, digest }) => {
-            let r = client.approve_request(&id, &digest).await?;
-            if cli.json {
-                print_json(&request_json(&r));
-            } else if r.state == "pending" {
-                println!(
-                    "{id}: approved ({} of {} approvals)",
-                    r.approvals.len(),
-                    r.needed
-                );
-            } else {
-                println!("{id}: {} ({})", r.state, r.outcome);
-            }
-            if r.state == "failed" {
-                return Err(Failure {
-                    code: 1,
-                    message: format!("{id}: {}", r.outcome),
-                });
-            }
-        }
-        Command::Requests(RequestsCmd::Reject { id, reason }) => {
-            let r = client.reject_request(&id, &reason).await?;
-            if cli.json {
-                print_json(&request_json(&r));
-            } else {
-                println!("{id}: rejected");
-            }
-        }
+        Command::Requests(cmd) => requests::run(&client, cmd, cli.json).await?,
         Command::Metadata { keyset } => {
             let all = client.list_keysets().await?;
             let chosen: Vec<&proto::Keyset> = all
@@ -575,72 +229,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             print_json(&metadata(&client, &chosen).await?);
         }
-        Command::Bench(cmd) => {
-            use custos_client::bench::{self, Load};
-            let (load, opts) = match cmd {
-                BenchCmd::Sign {
-                    keyset,
-                    purpose,
-                    batch,
-                    opts,
-                } => (
-                    Load::Sign {
-                        keyset,
-                        purpose,
-                        batch,
-                    },
-                    opts,
-                ),
-                BenchCmd::Health { opts } => (Load::Health, opts),
-                BenchCmd::IdToken { keyset, opts } => (Load::IdToken { keyset }, opts),
-                BenchCmd::Verify { keyset, opts } => {
-                    let claims = json!({
-                        "iss": "https://as.bank.example", "sub": "bench", "aud": "https://rs.bank.example",
-                        "client_id": "bench-client", "exp": now_secs() + 3000,
-                    });
-                    let token = client
-                        .sign_access_token(proto::SignAccessTokenRequest {
-                            keyset,
-                            claims_json: claims.to_string(),
-                            binding: Some(
-                                proto::sign_access_token_request::Binding::ClientCertificate(
-                                    bench::BENCH_CERT_PEM.as_bytes().to_vec(),
-                                ),
-                            ),
-                        })
-                        .await?
-                        .token;
-                    (Load::Verify { token }, opts)
-                }
-            };
-            // Several connections, as several authorization-server
-            // instances (or one with a connection pool) would open.
-            let mut clients = vec![client.clone()];
-            for _ in 1..opts.connections.max(1) {
-                clients.push(connect(&target).await?);
-            }
-            let r = bench::run(
-                &clients,
-                load,
-                opts.concurrency,
-                std::time::Duration::from_secs(opts.duration),
-            )
-            .await;
-            if cli.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                println!(
-                    "{:.0} ops/s  p50 {} µs  p99 {} µs  p999 {} µs  errors {}  ({} ops, concurrency {}, batch {}, {:.1} s)",
-                    r.ops_per_sec, r.p50_us, r.p99_us, r.p999_us, r.errors, r.ops, r.concurrency, r.batch, r.duration_s
-                );
-            }
-            if r.ops == 0 {
-                return Err(Failure {
-                    code: 1,
-                    message: format!("no successful calls ({} errors)", r.errors),
-                });
-            }
-        }
+        Command::Bench(cmd) => bench::run(&client, &target, cmd, cli.json).await?,
         Command::Decrypt {
             keyset,
             jwe,

@@ -359,18 +359,6 @@ impl KeyBackend for Pkcs11Backend {
         })
     }
 
-    fn sign_rsa_pss_sha512(
-        &self,
-        key: &KeyRef,
-        alg: Algorithm,
-        message: &[u8],
-    ) -> Result<Vec<u8>, BackendError> {
-        let mechanism = self.settings(alg)?.mechanism;
-        self.with_key(key, alg, |s, handle| {
-            sign::sign_pss_sha512(s, handle, mechanism, message)
-        })
-    }
-
     fn decrypt(
         &self,
         key: &KeyRef,
@@ -395,6 +383,56 @@ impl KeyBackend for Pkcs11Backend {
         Ok(())
     }
 
+    fn capabilities(&self) -> crate::backend::Capabilities<'_> {
+        crate::backend::Capabilities {
+            rsa_pss_sha512: Some(self),
+            pool: Some(self),
+        }
+    }
+
+    fn release_sessions(&self) {
+        self.pool.drain();
+    }
+
+    fn probe(&self) -> Result<(), BackendError> {
+        let mut s = self.pool.get()?;
+        s.run("probing the token", |session| session.get_session_info())
+            .map(|_| ())
+    }
+
+    fn call_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.profile.sessions.call_timeout_ms)
+    }
+
+    fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
+        let mut s = self.pool.get()?;
+        inventory::custos_keys(&mut s)
+    }
+}
+
+impl crate::backend::RsaPssSha512 for Pkcs11Backend {
+    fn sign_rsa_pss_sha512(
+        &self,
+        key: &KeyRef,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let mechanism = self.settings(alg)?.mechanism;
+        self.with_key(key, alg, |s, handle| {
+            sign::sign_pss_sha512(s, handle, mechanism, message)
+        })
+    }
+}
+
+impl crate::backend::SessionPool for Pkcs11Backend {
+    fn stats(&self) -> crate::backend::PoolStats {
+        self.pool.stats()
+    }
+
+    fn inline_calls(&self) -> bool {
+        self.profile.sessions.inline_calls
+    }
+
     fn sign_unpooled(
         &self,
         key: &KeyRef,
@@ -411,32 +449,5 @@ impl KeyBackend for Pkcs11Backend {
             settings.mechanism,
             message,
         )
-    }
-
-    fn inline_calls(&self) -> bool {
-        self.profile.sessions.inline_calls
-    }
-
-    fn release_sessions(&self) {
-        self.pool.drain();
-    }
-
-    fn pool_stats(&self) -> Option<crate::backend::PoolStats> {
-        Some(self.pool.stats())
-    }
-
-    fn probe(&self) -> Result<(), BackendError> {
-        let mut s = self.pool.get()?;
-        s.run("probing the token", |session| session.get_session_info())
-            .map(|_| ())
-    }
-
-    fn call_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.profile.sessions.call_timeout_ms)
-    }
-
-    fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
-        let mut s = self.pool.get()?;
-        inventory::custos_keys(&mut s)
     }
 }
