@@ -16,6 +16,7 @@ use custos_proto::v1 as pb;
 use serde_json::{Map, Value};
 use tonic::{Response, Status};
 
+/// INVALID_ARGUMENT with `m`, through the one error mapping.
 pub(super) fn invalid(m: impl Into<String>) -> Status {
     to_status(Error::InvalidArgument(m.into()))
 }
@@ -25,14 +26,17 @@ pub(super) fn jti() -> String {
     B64.encode(rand::random::<[u8; 16]>())
 }
 
+/// A proto string field, where empty means absent.
 pub(super) fn optional(s: String) -> Option<String> {
     Some(s).filter(|s| !s.is_empty())
 }
 
+/// A requested token lifetime, where 0 means the kind's default.
 pub(super) fn lifetime(secs: i64) -> Option<i64> {
     (secs != 0).then_some(secs)
 }
 
+/// The caller's claims: a JSON object within `jws::MAX_CLAIMS_BYTES`.
 pub(super) fn claims_of(json: &str) -> Result<Map<String, Value>, Status> {
     jws::parse_claims(json).map_err(to_status)
 }
