@@ -40,22 +40,23 @@ fn active_key(keyring: &Keyring, name: &str) -> Result<ActiveKey, String> {
 /// An unknown keyset, or a key that cannot sign even once.
 pub fn run(keyring: &Keyring, opts: &Options) -> Result<Report, String> {
     let key = active_key(keyring, &opts.keyset)?;
-    if opts.no_pool {
-        key.backend.release_sessions();
-    }
-    let unpooled = match (opts.no_pool, key.backend.capabilities().pool) {
-        (false, _) => false,
-        (true, Some(_)) => true,
-        (true, None) => {
-            return Err(format!(
+    // --no-pool: the pool to bypass, looked up once (every worker's key is
+    // a clone of this one, on the same backend).
+    let unpooled = if opts.no_pool {
+        let pool = key.backend.capabilities().pool.ok_or_else(|| {
+            format!(
                 "--no-pool: the {} backend has no session pool to bypass",
                 key.backend.kind()
-            ))
-        }
+            )
+        })?;
+        key.backend.release_sessions();
+        Some(pool)
+    } else {
+        None
     };
-    let sign = |k: &ActiveKey| match k.backend.capabilities().pool {
-        Some(pool) if unpooled => pool.sign_unpooled(&k.key_ref, k.alg, SIGNING_INPUT),
-        _ => k.backend.sign(&k.key_ref, k.alg, SIGNING_INPUT),
+    let sign = |k: &ActiveKey| match unpooled {
+        Some(pool) => pool.sign_unpooled(&k.key_ref, k.alg, SIGNING_INPUT),
+        None => k.backend.sign(&k.key_ref, k.alg, SIGNING_INPUT),
     };
     sign(&key).map_err(|e| format!("the key cannot sign: {e}"))?;
     let start = Instant::now();

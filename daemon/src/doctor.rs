@@ -344,11 +344,8 @@ fn use_key(
     let mut detail = String::from("signature verified by OpenSSL; sensitive, not extractable");
     if alg == Algorithm::PS256 {
         // RSA keys also sign HTTP messages as rsa-pss-sha512 (RFC 9421).
-        let sig = backend
-            .capabilities()
-            .rsa_pss_sha512
-            .ok_or_else(|| "this backend does not sign rsa-pss-sha512".to_string())?
-            .sign_rsa_pss_sha512(key, alg, message)
+        // A PKCS#11 backend always has rsa-pss-sha512: call it directly.
+        let sig = crate::backend::RsaPssSha512::sign_rsa_pss_sha512(backend, key, alg, message)
             .map_err(|e| format!("PS256 works, but rsa-pss-sha512 (HTTP signatures) fails: {e}"))?;
         let members = jwk.as_object().cloned().unwrap_or_default();
         crate::httpsig::keys::verify(&members, Some("rsa-pss-sha512"), message, &sig).map_err(
