@@ -38,7 +38,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 }
 
 /// Formats seconds in the largest whole unit (`7d`, `90s`).
-pub fn format_duration(secs: i64) -> String {
+pub(crate) fn format_duration(secs: i64) -> String {
     for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
         if secs != 0 && secs % size == 0 {
             return format!("{}{unit}", secs / size);

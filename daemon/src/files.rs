@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 /// How private a file must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A config file: no group or other write.
     Config,
     /// A secret (PIN, key): no group or other access at all.
@@ -25,7 +25,7 @@ pub enum Kind {
 ///
 /// # Errors
 /// A message naming the file, the rule it breaks and the fix.
-pub fn read_trusted(path: &Path, kind: Kind) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(crate) fn read_trusted(path: &Path, kind: Kind) -> Result<Zeroizing<Vec<u8>>, String> {
     let shown = path.display();
     let mut file = std::fs::OpenOptions::new()
         .read(true)

@@ -8,7 +8,7 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// The filter when neither `CUSTOS_LOG` nor `[log] level` says otherwise
 /// (cryptoki logs an ERROR for every vendor mechanism it has no name for).
-pub const DEFAULT: &str = "info,tss_esapi=warn,cryptoki::mechanism=off";
+pub(crate) const DEFAULT: &str = "info,tss_esapi=warn,cryptoki::mechanism=off";
 
 static HANDLE: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 static FROM_ENV: OnceLock<bool> = OnceLock::new();
@@ -34,7 +34,7 @@ pub fn init() {
 ///
 /// # Errors
 /// The filter's syntax error.
-pub fn parse(level: &str) -> Result<EnvFilter, String> {
+pub(crate) fn parse(level: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(level).map_err(|e| format!("[log] level {level:?}: {e}"))
 }
 
@@ -43,7 +43,7 @@ pub fn parse(level: &str) -> Result<EnvFilter, String> {
 ///
 /// # Errors
 /// A bad filter, or a subscriber that cannot be reloaded.
-pub fn apply(level: &str) -> Result<bool, String> {
+pub(crate) fn apply(level: &str) -> Result<bool, String> {
     if FROM_ENV.get().copied().unwrap_or(false) {
         return Ok(false);
     }

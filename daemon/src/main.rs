@@ -1,7 +1,7 @@
 //! `custosd`: the Custos key custody and signing daemon.
 
 use clap::{Parser, Subcommand};
-use custos_daemon::runtime::{self, Mode};
+use custos_daemon::Mode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     if std::env::var_os("TSS2_LOG").is_none() {
         std::env::set_var("TSS2_LOG", "all+none");
     }
-    custos_daemon::logging::init();
+    custos_daemon::init_logging();
     let args = Args::parse();
     if let Some(Command::Doctor {
         config,
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         return doctor(config, backend.as_deref(), *json);
     }
     if let Some(Command::Migrate { config, to, force }) = &args.command {
-        return match runtime::migrate(config, to, *force) {
+        return match custos_daemon::migrate(config, to, *force) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -113,8 +113,8 @@ fn main() -> ExitCode {
     }
     // PINs named `env:NAME` leave the environment before any thread starts.
     if let Some(path) = &args.config {
-        if let Ok(config) = custos_daemon::config::Config::load(path) {
-            custos_daemon::secret::take_from_environment(&config.env_secret_names());
+        if let Ok(config) = custos_daemon::Config::load(path) {
+            custos_daemon::take_from_environment(&config.env_secret_names());
         }
     }
     let mode = match (args.config, args.dev) {
@@ -132,11 +132,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(runtime::run(mode));
+    let result = rt.block_on(custos_daemon::run(mode));
     // Let device calls still running on blocking threads finish, then close
     // the sessions (the keyring itself is never finalised: runtime::finish).
     rt.shutdown_timeout(std::time::Duration::from_secs(30));
-    runtime::finish();
+    custos_daemon::finish();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -154,7 +154,7 @@ fn bench(
     no_pool: bool,
     json: bool,
 ) -> ExitCode {
-    let keyring = match runtime::open_keyring(config) {
+    let keyring = match custos_daemon::open_keyring(config) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("custosd bench: {e}");

@@ -233,7 +233,7 @@ fn m() -> &'static Metrics {
 }
 
 /// The OpenMetrics text exposition.
-pub fn encode() -> String {
+pub(crate) fn encode() -> String {
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &m().registry).is_err() {
         out.clear();
@@ -245,7 +245,7 @@ pub fn encode() -> String {
 /// do not ask for OpenMetrics (and for `promtool check metrics`): a
 /// counter's HELP and TYPE name its `_total` samples, and there is no
 /// `# EOF` or `# UNIT`.
-pub fn encode_text() -> String {
+pub(crate) fn encode_text() -> String {
     to_text_format(&encode())
 }
 
@@ -274,7 +274,7 @@ fn to_text_format(openmetrics: &str) -> String {
 
 /// One audited operation. The keyset is kept only for successes, so callers
 /// naming keysets that do not exist cannot grow the label set.
-pub fn operation(operation: &str, keyset: Option<&str>, outcome: &str) {
+pub(crate) fn operation(operation: &str, keyset: Option<&str>, outcome: &str) {
     let keyset = if outcome == "ok" {
         keyset.unwrap_or("")
     } else {
@@ -291,7 +291,7 @@ pub fn operation(operation: &str, keyset: Option<&str>, outcome: &str) {
 
 /// One gRPC request: `rpc` is the method name (or `unknown`), `code` the
 /// status code's name.
-pub fn rpc(rpc: &str, code: &str, took: Duration) {
+pub(crate) fn rpc(rpc: &str, code: &str, took: Duration) {
     m().rpcs
         .get_or_create(&Rpc {
             rpc: rpc.into(),
@@ -305,7 +305,7 @@ pub fn rpc(rpc: &str, code: &str, took: Duration) {
 
 /// One device call on `backend` with a key of algorithm `alg`; `timed_out`
 /// when it passed its deadline.
-pub fn device_call(backend: &str, alg: &str, took: Duration, timed_out: bool) {
+pub(crate) fn device_call(backend: &str, alg: &str, took: Duration, timed_out: bool) {
     m().device_seconds
         .get_or_create(&DeviceCall {
             backend: backend.into(),
@@ -322,7 +322,7 @@ pub fn device_call(backend: &str, alg: &str, took: Duration, timed_out: bool) {
 }
 
 /// A backend's session pool figures.
-pub fn pool(backend: &str, stats: crate::backend::PoolStats) {
+pub(crate) fn pool(backend: &str, stats: crate::backend::PoolStats) {
     for (figure, n) in [
         ("size", stats.size),
         ("open", stats.open),
@@ -339,7 +339,7 @@ pub fn pool(backend: &str, stats: crate::backend::PoolStats) {
 }
 
 /// A backend's probe result and calls in flight.
-pub fn backend(backend: &str, up: bool, in_flight: usize) {
+pub(crate) fn backend(backend: &str, up: bool, in_flight: usize) {
     let label = Backend {
         backend: backend.into(),
     };
@@ -351,7 +351,11 @@ pub fn backend(backend: &str, up: bool, in_flight: usize) {
 
 /// The keyring's state: versions by keyset and state, seconds to each
 /// keyset's next transition, quarantined keysets. Replaces what was there.
-pub fn keyring(keys: &[(String, &'static str, i64)], next: &[(String, i64)], quarantined: usize) {
+pub(crate) fn keyring(
+    keys: &[(String, &'static str, i64)],
+    next: &[(String, i64)],
+    quarantined: usize,
+) {
     m().keys.clear();
     for (keyset, state, n) in keys {
         m().keys
@@ -374,27 +378,27 @@ pub fn keyring(keys: &[(String, &'static str, i64)], next: &[(String, i64)], qua
 }
 
 /// An audit write that failed or was not done in time.
-pub fn audit_failure() {
+pub(crate) fn audit_failure() {
     m().audit_failures.inc();
 }
 
 /// A request refused by the rate limit.
-pub fn rate_limited() {
+pub(crate) fn rate_limited() {
     m().rate_limited.inc();
 }
 
 /// A replayed `jti`, refused.
-pub fn replay_refused() {
+pub(crate) fn replay_refused() {
     m().replay_refused.inc();
 }
 
 /// The replay cache's size.
-pub fn replay_entries(n: usize) {
+pub(crate) fn replay_entries(n: usize) {
     m().replay_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 /// A SIGHUP reload, applied or refused.
-pub fn reload(applied: bool) {
+pub(crate) fn reload(applied: bool) {
     m().reloads
         .get_or_create(&Outcome {
             outcome: if applied { "ok" } else { "refused" }.into(),
@@ -403,7 +407,7 @@ pub fn reload(applied: bool) {
 }
 
 /// Serves `GET /metrics` on `listener` until the process ends.
-pub fn spawn_server(listener: tokio::net::TcpListener) {
+pub(crate) fn spawn_server(listener: tokio::net::TcpListener) {
     use http_body_util::Full;
     use hyper::body::Bytes;
     use hyper::{Response, StatusCode};

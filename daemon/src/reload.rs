@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// What a reload needs to reach.
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     /// The config file (`None` in `--dev`: nothing to re-read).
     pub path: Option<PathBuf>,
     /// The configuration in force.
@@ -84,7 +84,7 @@ impl Reloader {
     ///
     /// # Errors
     /// The new config's problem; the running configuration stays.
-    pub async fn reload(&mut self) -> Result<String, String> {
+    pub(crate) async fn reload(&mut self) -> Result<String, String> {
         let new = match &self.path {
             Some(path) => {
                 let path = path.clone();
@@ -146,7 +146,7 @@ impl Reloader {
 
 /// Reloads on every SIGHUP, telling systemd (`RELOADING=1`, then
 /// `READY=1`), logging and auditing the outcome.
-pub fn spawn(mut reloader: Reloader) {
+pub(crate) fn spawn(mut reloader: Reloader) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {

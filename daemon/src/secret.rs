@@ -9,11 +9,11 @@ use zeroize::Zeroizing;
 
 /// A secret value (PIN or auth value), zeroized when dropped and never printed.
 #[derive(Clone)]
-pub struct Secret(Zeroizing<String>);
+pub(crate) struct Secret(Zeroizing<String>);
 
 impl Secret {
     /// Wraps a value already in memory (tests, `--dev`).
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Self(Zeroizing::new(value))
     }
 
@@ -23,7 +23,7 @@ impl Secret {
     /// A message naming the source (never the value) when it is malformed,
     /// the variable is unset, or the file cannot be read or is readable by
     /// group or others.
-    pub fn from_source(source: &str) -> Result<Self, String> {
+    pub(crate) fn from_source(source: &str) -> Result<Self, String> {
         if let Some(name) = source.strip_prefix("env:") {
             if let Some(taken) = taken().lock().unwrap_or_else(|p| p.into_inner()).get(name) {
                 return Ok(taken.clone());
@@ -59,7 +59,7 @@ impl Secret {
     }
 
     /// The secret's value, for handing to the device library only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

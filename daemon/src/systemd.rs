@@ -13,12 +13,12 @@ fn notify(states: &[NotifyState]) {
 }
 
 /// `READY=1`: the daemon serves.
-pub fn ready() {
+pub(crate) fn ready() {
     notify(&[NotifyState::Ready]);
 }
 
 /// `RELOADING=1` (with `MONOTONIC_USEC`, as systemd's reload protocol wants).
-pub fn reloading() {
+pub(crate) fn reloading() {
     let mut states = vec![NotifyState::Reloading];
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         states.push(now);
@@ -27,19 +27,14 @@ pub fn reloading() {
 }
 
 /// `STOPPING=1`: draining in-flight calls.
-pub fn stopping() {
+pub(crate) fn stopping() {
     notify(&[NotifyState::Stopping]);
-}
-
-/// `STATUS=...`, shown by `systemctl status`.
-pub fn status(text: &str) {
-    notify(&[NotifyState::Status(text)]);
 }
 
 /// When systemd set `WatchdogSec`, sends `WATCHDOG=1` at half the interval
 /// from the runtime (so a wedged runtime stops the pings and systemd restarts
 /// the daemon).
-pub fn spawn_watchdog() {
+pub(crate) fn spawn_watchdog() {
     let Some(interval) = sd_notify::watchdog_enabled().filter(|d| !d.is_zero()) else {
         return;
     };
@@ -63,7 +58,8 @@ pub fn spawn_watchdog() {
 /// When `LISTEN_FDS` names more than one socket or one that is not a
 /// listening Unix stream socket.
 #[allow(unsafe_code)]
-pub fn activated_unix_listener() -> Result<Option<std::os::unix::net::UnixListener>, String> {
+pub(crate) fn activated_unix_listener() -> Result<Option<std::os::unix::net::UnixListener>, String>
+{
     let fds: Vec<RawFd> = match sd_notify::listen_fds() {
         Ok(fds) => fds.collect(),
         Err(e) => return Err(format!("LISTEN_FDS: {e}")),

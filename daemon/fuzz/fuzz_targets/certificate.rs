@@ -5,8 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(der) = custos_daemon::binding::cert::parse(data) {
-        let t = custos_daemon::binding::cert::x5t_s256(&der);
+    if let Ok(der) = custos_daemon::untrusted::parse_certificate(data) {
+        let t = custos_daemon::untrusted::x5t_s256(&der);
         assert_eq!(t.len(), 43);
     }
 });

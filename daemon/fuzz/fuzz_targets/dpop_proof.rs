@@ -1,8 +1,9 @@
 //! DPoP proof checks (RFC 9449 4.3) must never panic on any proof.
 #![no_main]
 
-use custos_daemon::binding::dpop::{check_proof, record, DpopRequest, DpopRules};
-use custos_daemon::binding::replay::ReplayCache;
+use custos_daemon::untrusted::{
+    check_proof, normalize_htu, record, DpopRequest, DpopRules, ReplayCache,
+};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -19,5 +20,5 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(p) = check_proof(&req, 1_700_000_000, DpopRules { window: 60, skew: 60 }) {
         let _ = record(cache, "fuzz", &p, 1_700_000_000);
     }
-    let _ = custos_daemon::binding::dpop::normalize_htu(proof);
+    let _ = normalize_htu(proof);
 });

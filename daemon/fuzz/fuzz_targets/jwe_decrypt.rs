@@ -2,11 +2,9 @@
 //! place of the HSM) must never panic, and must fail closed.
 #![no_main]
 
-use custos_daemon::alg::Algorithm;
-use custos_daemon::backend::software::SoftwareBackend;
-use custos_daemon::backend::{KeyBackend, KeyRef};
-use custos_daemon::keyring::keyset::Profile;
-use custos_daemon::keyring::ActiveKey;
+use custos_daemon::{
+    ActiveKey, Algorithm, DeviceGuard, KeyBackend, KeyRef, Profile, Purpose, SoftwareBackend,
+};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 
@@ -23,9 +21,9 @@ fn key() -> &'static ActiveKey {
             profile: Profile::Fapi2,
             issuer: None,
             max_token_lifetime: 3600,
-            purposes: vec![custos_daemon::keyring::keyset::Purpose::RequestObjectDecryption],
+            purposes: vec![Purpose::RequestObjectDecryption],
             key_ref,
-            guard: custos_daemon::backend::guard::DeviceGuard::new("fuzz", backend.clone()),
+            guard: DeviceGuard::new("fuzz", backend.clone()),
             backend,
         };
         (dir, key)
@@ -35,5 +33,5 @@ fn key() -> &'static ActiveKey {
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = custos_daemon::jose::jwe::decrypt(key(), text);
+    let _ = custos_daemon::untrusted::decrypt_jwe(key(), text);
 });

@@ -2,7 +2,7 @@
 //! signature verification must never panic on any input.
 #![no_main]
 
-use custos_daemon::jose::verify;
+use custos_daemon::untrusted::verify;
 use libfuzzer_sys::fuzz_target;
 
 const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256",

@@ -3,14 +3,15 @@
 //! and the schedule sums of accepted values never overflow.
 #![no_main]
 
-use custos_daemon::keyring::policy::{parse_duration, Policy, MAX_DURATION, MIN_ROTATION_PERIOD};
-use custos_daemon::numeric_date::{self, MAX_TIME};
+use custos_daemon::untrusted::{
+    parse_duration, parse_numeric_date, Policy, MAX_DURATION, MAX_TIME, MIN_ROTATION_PERIOD,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
-        if let Ok(t) = numeric_date::parse("iat", &v) {
+        if let Ok(t) = parse_numeric_date("iat", &v) {
             assert!((0..=MAX_TIME).contains(&t));
             // Any two accepted times and a lifetime: no overflow possible.
             let _ = t.checked_sub(MAX_TIME).expect("no overflow");

@@ -18,10 +18,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// The hex of the hash before the first line.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The `typ` of a checkpoint's JWS.
-pub const CHECKPOINT_TYP: &str = "custos-audit-checkpoint+jwt";
+pub(crate) const CHECKPOINT_TYP: &str = "custos-audit-checkpoint+jwt";
 
 /// Where the chain stands: the last line's seq and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,7 @@ fn last_line(path: &Path) -> Option<String> {
 
 /// The claims a checkpoint's JWS signs: the seq and hash of the line
 /// before the checkpoint, and when.
-pub fn checkpoint_claims(chain: &Chain, iat: i64) -> Map<String, Value> {
+pub(crate) fn checkpoint_claims(chain: &Chain, iat: i64) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("iss".into(), json!("custosd"));
     m.insert("seq".into(), json!(chain.seq));

@@ -12,7 +12,7 @@
 //! fails, or the line is not written within `write_timeout`: nothing is
 //! signed that is not recorded.
 
-pub mod chain;
+pub(crate) mod chain;
 mod sink;
 
 use sink::{open_file, put, rfc3339_now, Sink};
@@ -48,7 +48,7 @@ pub struct Seal {
 
 /// Signs a checkpoint over the chain as it stands (run on the writer
 /// thread, in order with the lines).
-pub type Sealer = Box<dyn FnOnce(&Chain) -> std::result::Result<Seal, String> + Send>;
+pub(crate) type Sealer = Box<dyn FnOnce(&Chain) -> std::result::Result<Seal, String> + Send>;
 
 /// One or more lines for the writer thread.
 struct Job {

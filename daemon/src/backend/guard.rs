@@ -14,7 +14,7 @@ use std::time::Duration;
 /// signs on 64 sessions in parallel is not held to 16. Past the limit, calls
 /// wait for a thread (up to the call deadline), and are refused at once when
 /// every thread is held by a call the device has not answered.
-pub const MAX_THREADS: usize = 16;
+pub(crate) const MAX_THREADS: usize = 16;
 
 /// The watch on one backend.
 #[derive(Debug)]

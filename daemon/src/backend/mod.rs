@@ -8,13 +8,13 @@
 //! Calls block on the device: callers on the async runtime run them with
 //! `tokio::task::spawn_blocking`.
 
-pub mod guard;
-pub mod padding;
-pub mod pkcs11;
-pub mod profile;
-pub mod software;
+pub(crate) mod guard;
+pub(crate) mod padding;
+pub(crate) mod pkcs11;
+pub(crate) mod profile;
+pub(crate) mod software;
 #[cfg(feature = "tpm")]
-pub mod tpm;
+pub(crate) mod tpm;
 
 use crate::alg::Algorithm;
 use crate::error::Error;
@@ -144,6 +144,10 @@ pub enum BackendError {
     /// The device or its profile cannot do this algorithm.
     #[error("algorithm not supported by this backend: {0}")]
     Unsupported(String),
+    /// The device refused the credentials (a wrong PIN or auth value, a
+    /// lockout). Never retried: a retry would count toward the lockout.
+    #[error("key device refused the authorization: {0}")]
+    Refused(String),
     /// Anything else (the daemon log has the device's code).
     #[error("key device error: {0}")]
     Internal(String),
@@ -152,7 +156,9 @@ pub enum BackendError {
 impl From<BackendError> for Error {
     fn from(e: BackendError) -> Self {
         match e {
-            BackendError::Unavailable(_) => Error::Unavailable(e.to_string()),
+            BackendError::Unavailable(_) | BackendError::Refused(_) => {
+                Error::Unavailable(e.to_string())
+            }
             BackendError::KeyNotFound(_) => Error::FailedPrecondition(format!(
                 "{e}; run `custos doctor` to compare the token with the keyring"
             )),

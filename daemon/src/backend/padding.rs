@@ -28,7 +28,7 @@ fn mgf1_xor(out: &mut [u8], seed: &[u8]) {
 
 /// Decodes the encoded message `em` (the raw RSA output, `k` bytes) with an
 /// empty label. Returns `None` on any decoding failure.
-pub fn decode_sha256(em: &[u8], k: usize) -> Option<Vec<u8>> {
+pub(crate) fn decode_sha256(em: &[u8], k: usize) -> Option<Vec<u8>> {
     if k < 2 * H_LEN + 2 || em.len() > k {
         return None;
     }
@@ -62,10 +62,15 @@ pub fn decode_sha256(em: &[u8], k: usize) -> Option<Vec<u8>> {
     }
 }
 
+#[cfg(any(test, feature = "tpm"))]
 /// EMSA-PSS encoding of `message` for a modulus of `mod_bits` bits, with
 /// SHA-256, MGF1-SHA-256 and the given 32-byte salt. Returns the `k`-byte
 /// block to put through the raw RSA private operation.
-pub fn pss_encode_sha256(message: &[u8], mod_bits: usize, salt: &[u8; 32]) -> Option<Vec<u8>> {
+pub(crate) fn pss_encode_sha256(
+    message: &[u8],
+    mod_bits: usize,
+    salt: &[u8; 32],
+) -> Option<Vec<u8>> {
     let em_bits = mod_bits.checked_sub(1)?;
     let em_len = em_bits.div_ceil(8);
     if em_len < H_LEN + salt.len() + 2 {
@@ -93,8 +98,9 @@ pub fn pss_encode_sha256(message: &[u8], mod_bits: usize, salt: &[u8; 32]) -> Op
     Some(out)
 }
 
+#[cfg(any(test, feature = "tpm"))]
 /// EMSA-PKCS1-v1_5 encoding of SHA-256(`message`) for a `k`-byte modulus.
-pub fn pkcs1_encode_sha256(message: &[u8], k: usize) -> Option<Vec<u8>> {
+pub(crate) fn pkcs1_encode_sha256(message: &[u8], k: usize) -> Option<Vec<u8>> {
     const PREFIX: &[u8] = &[
         0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
         0x05, 0x00, 0x04, 0x20,

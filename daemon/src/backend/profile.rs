@@ -41,10 +41,11 @@ const BUILT_IN: &[(&str, &str)] = &[
     ),
 ];
 
+#[cfg(feature = "tpm")]
 /// How a TPM backend makes RS256/PS256 signatures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RsaPssMode {
+pub(crate) enum RsaPssMode {
     /// Check the TPM's own PSS salt at key load; use the raw path when it is not 32.
     #[default]
     Auto,
@@ -54,10 +55,11 @@ pub enum RsaPssMode {
     Raw,
 }
 
+#[cfg(feature = "tpm")]
 /// A TPM model's profile (`hsm-profiles/tpm-*.toml`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TpmProfile {
+pub(crate) struct TpmProfile {
     /// Profile name.
     pub name: String,
     /// What the profile is for.
@@ -81,16 +83,18 @@ pub struct TpmProfile {
     pub call_timeout_ms: u64,
 }
 
+#[cfg(feature = "tpm")]
 fn default_loaded() -> usize {
     2
 }
 
+#[cfg(feature = "tpm")]
 impl TpmProfile {
     /// Loads the TPM profile `name` (from `dir`, else built in).
     ///
     /// # Errors
     /// A message naming the profile and the problem.
-    pub fn load(name: &str, dir: Option<&Path>) -> Result<Self, String> {
+    pub(crate) fn load(name: &str, dir: Option<&Path>) -> Result<Self, String> {
         let text = profile_text(name, dir)?;
         let p: TpmProfile =
             toml::from_str(&text).map_err(|e| format!("TPM profile {name}: {e}"))?;
@@ -106,7 +110,7 @@ impl TpmProfile {
     }
 
     /// Whether the profile offers `alg`.
-    pub fn offers(&self, alg: Algorithm) -> bool {
+    pub(crate) fn offers(&self, alg: Algorithm) -> bool {
         self.algorithms.iter().any(|a| a == alg.as_str())
     }
 }
@@ -212,7 +216,7 @@ pub struct KeygenSettings {
 }
 
 /// The template attributes a profile may add.
-pub const KEYGEN_ATTRIBUTES: [&str; 5] = [
+pub(crate) const KEYGEN_ATTRIBUTES: [&str; 5] = [
     "CKA_MODIFIABLE",
     "CKA_COPYABLE",
     "CKA_DESTROYABLE",
@@ -450,8 +454,12 @@ mod tests {
     fn every_shipped_profile_loads() {
         for (name, _) in BUILT_IN {
             if name.starts_with("tpm-") {
-                let p = TpmProfile::load(name, None).unwrap();
-                assert!(p.offers(Algorithm::ES256), "{name}");
+                // Loaded by the TPM backend, built with `--features tpm`.
+                #[cfg(feature = "tpm")]
+                {
+                    let p = TpmProfile::load(name, None).unwrap();
+                    assert!(p.offers(Algorithm::ES256), "{name}");
+                }
             } else {
                 let p = HsmProfile::load(name, None).unwrap();
                 assert_eq!(&p.name, name);

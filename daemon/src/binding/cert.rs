@@ -90,7 +90,7 @@ pub fn x5t_s256(der: &[u8]) -> String {
 ///
 /// # Errors
 /// `cnf_missing` or `cnf_mismatch`.
-pub fn check_binding(
+pub(crate) fn check_binding(
     claims: &serde_json::Map<String, serde_json::Value>,
     der: &[u8],
 ) -> Result<(), crate::verdict::Invalid> {

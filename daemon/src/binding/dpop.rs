@@ -50,7 +50,7 @@ pub fn normalize_htu(u: &str) -> Option<String> {
 }
 
 /// base64url(SHA-256(access token)): the `ath` claim.
-pub fn ath(access_token: &str) -> String {
+pub(crate) fn ath(access_token: &str) -> String {
     B64.encode(Sha256::digest(access_token.as_bytes()))
 }
 
@@ -176,7 +176,7 @@ pub fn record(
 ///
 /// # Errors
 /// A message when the JWK lacks its required members.
-pub fn thumbprint_of_jwk(key: &Map<String, Value>) -> Result<String, String> {
+pub(crate) fn thumbprint_of_jwk(key: &Map<String, Value>) -> Result<String, String> {
     let kty = key
         .get("kty")
         .and_then(Value::as_str)
@@ -202,7 +202,7 @@ pub fn thumbprint_of_jwk(key: &Map<String, Value>) -> Result<String, String> {
 ///
 /// # Errors
 /// `cnf_missing` or `cnf_mismatch`.
-pub fn check_binding(claims: &Map<String, Value>, jkt: &str) -> Result<(), Invalid> {
+pub(crate) fn check_binding(claims: &Map<String, Value>, jkt: &str) -> Result<(), Invalid> {
     match claims
         .get("cnf")
         .and_then(|c| c.get("jkt"))

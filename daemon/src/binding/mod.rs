@@ -2,6 +2,6 @@
 //! DPoP-bound (RFC 9449, `dpop.rs`) tokens, and the replay cache
 //! (`replay.rs`) for one-time identifiers.
 
-pub mod cert;
-pub mod dpop;
-pub mod replay;
+pub(crate) mod cert;
+pub(crate) mod dpop;
+pub(crate) mod replay;

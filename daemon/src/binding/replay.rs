@@ -87,7 +87,7 @@ impl ReplayCache {
     /// refusing it if it is already live there.
     ///
     /// # Errors
-    /// [`Refusal::Replayed`] or [`Refusal::Full`].
+    /// `Refusal::Replayed` or `Refusal::Full`.
     pub fn check_and_insert(
         &self,
         caller: &str,

@@ -76,7 +76,7 @@ pub struct Pkcs11Config {
 ///
 /// # Errors
 /// A message naming the backend.
-pub fn call_timeout_ms(backend: &str, value: &str) -> Result<u64, String> {
+pub(crate) fn call_timeout_ms(backend: &str, value: &str) -> Result<u64, String> {
     match crate::duration::parse_duration(value) {
         Ok(s) if (1..=600).contains(&s) => Ok(s.unsigned_abs() * 1000),
         Ok(_) => Err(format!(

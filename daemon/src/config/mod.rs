@@ -10,11 +10,11 @@ mod backends;
 mod keyring;
 mod server;
 
-pub use audit::{AuditConfig, DualControl, DualControlConfig};
-pub use backends::{call_timeout_ms, BackendConfig, Pkcs11Config, TpmConfig};
-pub use keyring::{EtcdConfig, KeyringConfig};
+pub(crate) use audit::{AuditConfig, DualControl, DualControlConfig};
+pub(crate) use backends::{call_timeout_ms, BackendConfig, Pkcs11Config, TpmConfig};
+pub(crate) use keyring::{EtcdConfig, KeyringConfig};
 use server::check_operations;
-pub use server::{ServerConfig, OPERATIONS};
+pub(crate) use server::{ServerConfig, OPERATIONS};
 
 /// The whole `custosd` configuration file.
 #[derive(Debug, Clone, Deserialize)]

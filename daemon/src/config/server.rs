@@ -124,7 +124,7 @@ impl ServerConfig {
 
 /// Every operation an `[[access]]` rule (or `owner_operations`) can name.
 /// `admin` is shorthand for `manage` and `destroy`.
-pub const OPERATIONS: [&str; 7] = [
+pub(crate) const OPERATIONS: [&str; 7] = [
     "sign", "decrypt", "verify", "jwks", "manage", "destroy", "admin",
 ];
 

@@ -9,11 +9,11 @@ use crate::verdict::{invalid as refused, Invalid, Reason};
 use serde_json::{json, Map, Value};
 
 /// The media type of a JWT access token (RFC 9068 section 2.1).
-pub const TYP: &str = "at+jwt";
+pub(crate) const TYP: &str = "at+jwt";
 
 /// How the token is bound to its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Binding {
+pub(crate) enum Binding {
     /// A bearer token.
     None,
     /// mTLS: base64url SHA-256 of the client certificate's DER.
@@ -26,7 +26,7 @@ pub enum Binding {
 ///
 /// # Errors
 /// `InvalidArgument` naming the claim at fault, or a malformed `jkt`.
-pub fn build(
+pub(crate) fn build(
     mut c: Map<String, Value>,
     binding: Binding,
     jti: String,
@@ -61,11 +61,11 @@ pub fn build(
 }
 
 /// The claims RFC 9068 section 2.2 requires of every JWT access token.
-pub const REQUIRED: [&str; 7] = ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"];
+pub(crate) const REQUIRED: [&str; 7] = ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"];
 
 /// What a resource server expects of a presented access token.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Expected<'a> {
+pub(crate) struct Expected<'a> {
     /// The issuer it trusts (checked against `iss` when given).
     pub issuer: Option<&'a str>,
     /// Its own identifier (must be in `aud` when given).
@@ -79,7 +79,7 @@ pub struct Expected<'a> {
 ///
 /// # Errors
 /// [`Invalid`] with `wrong_typ`, `missing_claim`, `wrong_issuer` or `wrong_audience`.
-pub fn check(
+pub(crate) fn check(
     typ: Option<&str>,
     c: &Map<String, Value>,
     expected: Expected<'_>,
@@ -130,7 +130,7 @@ pub fn check(
 ///
 /// # Errors
 /// [`Invalid`] with `cnf_missing`.
-pub fn check_unbound(
+pub(crate) fn check_unbound(
     c: &Map<String, Value>,
     allow_bearer: bool,
 ) -> std::result::Result<(), Invalid> {

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 ///
 /// # Errors
 /// `InvalidArgument` for another kind.
-pub fn is_ciba_kind(kind: &str) -> Result<bool> {
+pub(crate) fn is_ciba_kind(kind: &str) -> Result<bool> {
     match kind {
         "" | "authorization" => Ok(false),
         "ciba" => Ok(true),
@@ -28,10 +28,10 @@ pub fn is_ciba_kind(kind: &str) -> Result<bool> {
 }
 
 /// The hints of which exactly one identifies the user (CIBA Core 7.1).
-pub const HINTS: [&str; 3] = ["login_hint_token", "id_token_hint", "login_hint"];
+pub(crate) const HINTS: [&str; 3] = ["login_hint_token", "id_token_hint", "login_hint"];
 
 /// The default lifetime when the caller gives no `exp`.
-pub const DEFAULT_LIFETIME: i64 = 300;
+pub(crate) const DEFAULT_LIFETIME: i64 = 300;
 
 /// Checks the authentication request parameters of a CIBA request object:
 /// `iss`, `aud`, a `scope` with `openid`, exactly one hint, and the types of
@@ -40,7 +40,7 @@ pub const DEFAULT_LIFETIME: i64 = 300;
 ///
 /// # Errors
 /// `InvalidArgument` naming the claim at fault.
-pub fn check(c: &Map<String, Value>) -> Result<()> {
+pub(crate) fn check(c: &Map<String, Value>) -> Result<()> {
     rules(c).map_err(|i| invalid(i.detail))
 }
 
@@ -50,7 +50,7 @@ pub fn check(c: &Map<String, Value>) -> Result<()> {
 ///
 /// # Errors
 /// [`Invalid`] naming the claim at fault.
-pub fn rules(c: &Map<String, Value>) -> std::result::Result<(), Invalid> {
+pub(crate) fn rules(c: &Map<String, Value>) -> std::result::Result<(), Invalid> {
     let missing = |e: crate::error::Error| verdict::invalid(Reason::MissingClaim, e.detail());
     let mismatch = |m: String| verdict::invalid(Reason::ClaimsMismatch, m);
     claims::string(c, "iss").map_err(missing)?;
@@ -109,7 +109,7 @@ pub fn rules(c: &Map<String, Value>) -> std::result::Result<(), Invalid> {
 ///
 /// # Errors
 /// `InvalidArgument` naming the claim at fault.
-pub fn build(
+pub(crate) fn build(
     c: Map<String, Value>,
     lifetime: Option<i64>,
     jti: String,

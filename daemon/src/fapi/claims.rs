@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 /// The inputs every token rule shares.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub(crate) struct Context {
     /// The current time (Unix seconds); injected so rules are testable.
     pub now: i64,
     /// The longest lifetime a token of this keyset may have, in seconds.
@@ -29,7 +29,7 @@ impl Context {
 
 /// A token ready to sign: its `typ` header (if any) and its claims.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Token {
+pub(crate) struct Token {
     /// JOSE `typ` header.
     pub typ: Option<String>,
     /// The claims.
@@ -68,7 +68,7 @@ pub(crate) fn audience(claims: &Map<String, Value>) -> Result<()> {
 
 /// How far in the future a caller-supplied `iat` may be (seconds): clocks
 /// differ a little, not by more.
-pub const MAX_FUTURE_IAT: i64 = 60;
+pub(crate) const MAX_FUTURE_IAT: i64 = 60;
 
 /// An optional integer time claim (NumericDate in whole seconds, bounded).
 pub(crate) fn time(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>> {

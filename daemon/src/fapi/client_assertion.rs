@@ -10,17 +10,17 @@ use serde_json::{Map, Value};
 
 /// The longest lifetime a presented assertion may have: one hour, counted
 /// from the later of `iat` and now.
-pub const MAX_PRESENTED_LIFETIME: i64 = 3600;
+pub(crate) const MAX_PRESENTED_LIFETIME: i64 = 3600;
 
 /// The default lifetime: 60 seconds.
-pub const DEFAULT_LIFETIME: i64 = 60;
+pub(crate) const DEFAULT_LIFETIME: i64 = 60;
 
 /// Builds the assertion's claims.
 ///
 /// # Errors
 /// `InvalidArgument` for an empty client id or audience, or a lifetime
 /// outside 1 s .. the keyset's maximum.
-pub fn build(
+pub(crate) fn build(
     client_id: &str,
     audience: &str,
     lifetime: Option<i64>,
@@ -64,7 +64,7 @@ pub fn build(
 ///
 /// # Errors
 /// [`Invalid`] naming the rule.
-pub fn check<'a>(
+pub(crate) fn check<'a>(
     c: &'a Map<String, Value>,
     client_id: &str,
     audiences: &[String],

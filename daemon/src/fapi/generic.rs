@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 /// `typ` values generic signing refuses, with what they belong to. Compared
 /// case-insensitively, with or without the `application/` prefix (RFC 7515
 /// section 4.1.9).
-pub const RESERVED_TYP: &[(&str, &str)] = &[
+pub(crate) const RESERVED_TYP: &[(&str, &str)] = &[
     (
         "at+jwt",
         "JWT access tokens (RFC 9068): use SignAccessToken",
@@ -57,7 +57,7 @@ const USERINFO_REFUSED: [&str; 5] = ["nonce", "at_hash", "c_hash", "s_hash", "au
 ///
 /// # Errors
 /// `InvalidArgument` naming the `typ` and the operation it belongs to.
-pub fn check_typ(typ: Option<&str>) -> Result<()> {
+pub(crate) fn check_typ(typ: Option<&str>) -> Result<()> {
     let Some(t) = typ else { return Ok(()) };
     let lower = t.to_ascii_lowercase();
     let bare = lower.strip_prefix("application/").unwrap_or(&lower);
@@ -78,7 +78,7 @@ pub fn check_typ(typ: Option<&str>) -> Result<()> {
 /// # Errors
 /// `InvalidArgument` naming the claim or header at fault;
 /// `FailedPrecondition` for a purpose that has its own operation.
-pub fn build(
+pub(crate) fn build(
     purpose: Purpose,
     typ: Option<String>,
     mut c: Map<String, Value>,
@@ -115,7 +115,7 @@ pub fn build(
 ///
 /// # Errors
 /// `InvalidArgument` naming the claim.
-pub fn refuse_userinfo_only(c: &Map<String, Value>) -> Result<()> {
+pub(crate) fn refuse_userinfo_only(c: &Map<String, Value>) -> Result<()> {
     for name in USERINFO_REFUSED {
         if c.contains_key(name) {
             return Err(invalid(format!(
@@ -127,7 +127,7 @@ pub fn refuse_userinfo_only(c: &Map<String, Value>) -> Result<()> {
 }
 
 /// The refusal for a typed purpose asked of generic signing.
-pub fn typed_only(purpose: Purpose) -> crate::error::Error {
+pub(crate) fn typed_only(purpose: Purpose) -> crate::error::Error {
     crate::error::Error::FailedPrecondition(format!(
         "purpose {purpose} is signed only by its own operation ({}), which applies its FAPI rules; \
          SignJwt signs purposes generic and userinfo",

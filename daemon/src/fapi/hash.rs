@@ -10,7 +10,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256, Sha512};
 
 /// The token hash of `value` for a token signed with `alg`.
-pub fn token_hash(alg: Algorithm, value: &str) -> String {
+pub(crate) fn token_hash(alg: Algorithm, value: &str) -> String {
     match alg {
         // RSA-OAEP-256 never signs a token; SHA-256 keeps the match total.
         Algorithm::ES256 | Algorithm::PS256 | Algorithm::RS256 | Algorithm::RsaOaep256 => {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 /// What the authorization server hands over for an ID token.
 #[derive(Debug, Clone, Default)]
-pub struct IdTokenInput {
+pub(crate) struct IdTokenInput {
     /// The claims (`iss`, `sub`, `aud`, `exp` required).
     pub claims: Map<String, Value>,
     /// The authorization code issued with it (gives `c_hash`).
@@ -24,15 +24,15 @@ pub struct IdTokenInput {
 }
 
 /// CIBA Core 10.3.1: the push-mode claim carrying the `auth_req_id`.
-pub const AUTH_REQ_ID: &str = "urn:openid:params:jwt:claim:auth_req_id";
+pub(crate) const AUTH_REQ_ID: &str = "urn:openid:params:jwt:claim:auth_req_id";
 /// CIBA Core 10.3.1: the push-mode hash of the refresh token.
-pub const RT_HASH: &str = "urn:openid:params:jwt:claim:rt_hash";
+pub(crate) const RT_HASH: &str = "urn:openid:params:jwt:claim:rt_hash";
 
 /// Checks the claims and adds `iat` and the token hashes.
 ///
 /// # Errors
 /// `InvalidArgument` naming the claim at fault.
-pub fn build(input: IdTokenInput, alg: Algorithm, ctx: &Context) -> Result<Token> {
+pub(crate) fn build(input: IdTokenInput, alg: Algorithm, ctx: &Context) -> Result<Token> {
     let mut c = input.claims;
     claims::refuse_computed(&c, &["c_hash", "at_hash", "s_hash", AUTH_REQ_ID, RT_HASH])?;
     claims::issuer(&mut c, ctx)?;

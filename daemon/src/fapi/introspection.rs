@@ -11,7 +11,7 @@ use crate::error::Result;
 use serde_json::{Map, Value};
 
 /// The media type of a signed introspection response (RFC 9701 section 5).
-pub const TYP: &str = "token-introspection+jwt";
+pub(crate) const TYP: &str = "token-introspection+jwt";
 
 /// RFC 7662 2.2 members whose type is fixed: strings.
 const STRINGS: [&str; 6] = ["scope", "client_id", "username", "token_type", "sub", "iss"];
@@ -23,7 +23,7 @@ const TIMES: [&str; 3] = ["exp", "iat", "nbf"];
 ///
 /// # Errors
 /// `InvalidArgument` naming the member at fault.
-pub fn build(response: Map<String, Value>, audience: &str, ctx: &Context) -> Result<Token> {
+pub(crate) fn build(response: Map<String, Value>, audience: &str, ctx: &Context) -> Result<Token> {
     if audience.is_empty() {
         return Err(invalid(
             "audience (the client that asked for introspection) is required",

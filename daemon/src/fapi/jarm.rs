@@ -6,11 +6,11 @@ use crate::error::Result;
 use serde_json::{Map, Value};
 
 /// The longest and the default JARM lifetime: 10 minutes (JARM 2.1 recommends short).
-pub const MAX_LIFETIME: i64 = 600;
+pub(crate) const MAX_LIFETIME: i64 = 600;
 
 /// What the authorization server hands over for a JARM response.
 #[derive(Debug, Clone, Default)]
-pub struct JarmInput {
+pub(crate) struct JarmInput {
     /// The client the response is for (becomes `aud`).
     pub client_id: String,
     /// Lifetime in seconds; `None` for the default (600).
@@ -29,7 +29,7 @@ const ERROR: &[&str] = &["error", "error_description", "error_uri", "state"];
 /// # Errors
 /// `InvalidArgument` for a missing issuer or client, a bad lifetime, unknown
 /// parameters, or a response that mixes success and error.
-pub fn build(input: JarmInput, ctx: &Context) -> Result<Token> {
+pub(crate) fn build(input: JarmInput, ctx: &Context) -> Result<Token> {
     let issuer = match (&ctx.issuer, input.issuer.filter(|s| !s.is_empty())) {
         (Some(configured), Some(given)) if *configured != given => {
             return Err(invalid(format!(

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 /// The longest signing input accepted (bytes): the claims limit plus room
 /// for a header, base64url-encoded.
-pub const MAX_INPUT_BYTES: usize = 96 * 1024;
+pub(crate) const MAX_INPUT_BYTES: usize = 96 * 1024;
 
 /// Header parameters a caller-built input may carry. Anything else (`crit`,
 /// `jku`, `jwk`, `x5u`, `x5c`, `b64`, ...) would change how a verifier finds
@@ -28,7 +28,7 @@ pub const MAX_INPUT_BYTES: usize = 96 * 1024;
 const HEADER_ALLOWED: [&str; 3] = ["alg", "kid", "typ"];
 
 /// The purposes whose tokens an external-signing AS builds itself.
-pub const PURPOSES: [Purpose; 6] = [
+pub(crate) const PURPOSES: [Purpose; 6] = [
     Purpose::IdToken,
     Purpose::Userinfo,
     Purpose::Jarm,
@@ -39,7 +39,7 @@ pub const PURPOSES: [Purpose; 6] = [
 
 /// A parsed signing input.
 #[derive(Debug, Clone)]
-pub struct JwsInput {
+pub(crate) struct JwsInput {
     /// The protected header.
     pub header: Map<String, Value>,
     /// The claims.
@@ -52,7 +52,7 @@ pub struct JwsInput {
 /// # Errors
 /// `InvalidArgument` naming the rule broken; `FailedPrecondition` for a
 /// purpose that is signed only by its typed operation.
-pub fn check(
+pub(crate) fn check(
     input: &str,
     purpose: Purpose,
     alg: Algorithm,

@@ -3,17 +3,17 @@
 //! injected clock, issuer and random `jti`) to a `typ` and claims, or a
 //! refusal naming the claim at fault; the server signs what it returns.
 
-pub mod access_token;
-pub mod ciba;
-pub mod claims;
-pub mod client_assertion;
-pub mod generic;
-pub mod hash;
-pub mod id_token;
-pub mod introspection;
-pub mod jarm;
-pub mod jws_input;
-pub mod profile;
-pub mod rar;
-pub mod request_object;
-pub mod tls;
+pub(crate) mod access_token;
+pub(crate) mod ciba;
+pub(crate) mod claims;
+pub(crate) mod client_assertion;
+pub(crate) mod generic;
+pub(crate) mod hash;
+pub(crate) mod id_token;
+pub(crate) mod introspection;
+pub(crate) mod jarm;
+pub(crate) mod jws_input;
+pub(crate) mod profile;
+pub(crate) mod rar;
+pub(crate) mod request_object;
+pub(crate) mod tls;

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::keyring::keyset::{Profile, Purpose};
 
 /// The algorithms `profile` allows.
-pub fn allowed(profile: Profile) -> &'static [Algorithm] {
+pub(crate) fn allowed(profile: Profile) -> &'static [Algorithm] {
     match profile {
         Profile::Fapi1Advanced => &[Algorithm::PS256, Algorithm::ES256],
         Profile::Fapi2 => &[Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA],
@@ -23,7 +23,7 @@ pub fn allowed(profile: Profile) -> &'static [Algorithm] {
 ///
 /// # Errors
 /// `FailedPrecondition` naming the profile and the algorithms it allows.
-pub fn check(profile: Profile, alg: Algorithm) -> Result<()> {
+pub(crate) fn check(profile: Profile, alg: Algorithm) -> Result<()> {
     let allowed = allowed(profile);
     if allowed.contains(&alg) {
         return Ok(());
@@ -43,7 +43,7 @@ pub fn check(profile: Profile, alg: Algorithm) -> Result<()> {
 /// # Errors
 /// `FailedPrecondition` naming the profile, or `InvalidArgument` for a
 /// purpose the algorithm cannot serve.
-pub fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> Result<()> {
+pub(crate) fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> Result<()> {
     if purposes.contains(&Purpose::Generic) && purposes.len() > 1 {
         return Err(Error::InvalidArgument(
             "purpose generic cannot be combined with other purposes: a generic keyset signs \

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 ///
 /// # Errors
 /// `InvalidArgument` naming the element at fault.
-pub fn check(claims: &Map<String, Value>) -> Result<()> {
+pub(crate) fn check(claims: &Map<String, Value>) -> Result<()> {
     let Some(details) = claims.get("authorization_details") else {
         return Ok(());
     };

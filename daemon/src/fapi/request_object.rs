@@ -8,18 +8,18 @@ use crate::verdict::{invalid as refused, Invalid, Reason};
 use serde_json::{Map, Value};
 
 /// The media type of a request object (RFC 9101 section 10.8).
-pub const TYP: &str = "oauth-authz-req+jwt";
+pub(crate) const TYP: &str = "oauth-authz-req+jwt";
 /// The longest allowed `exp - nbf`: 60 minutes (FAPI 1 Advanced 5.2.2 item 13).
-pub const MAX_VALIDITY: i64 = 3600;
+pub(crate) const MAX_VALIDITY: i64 = 3600;
 /// The default lifetime when the caller gives no `exp`.
-pub const DEFAULT_LIFETIME: i64 = 300;
+pub(crate) const DEFAULT_LIFETIME: i64 = 300;
 
 /// Builds a request object: required parameters checked, `iat`, `nbf`, `exp`
 /// and `jti` filled in when absent.
 ///
 /// # Errors
 /// `InvalidArgument` naming the claim at fault.
-pub fn build(
+pub(crate) fn build(
     c: Map<String, Value>,
     lifetime: Option<i64>,
     jti: String,
@@ -80,7 +80,7 @@ pub(crate) fn signed_request(
 
 /// What an authorization server expects of a presented request object.
 #[derive(Debug, Clone, Copy)]
-pub struct Expected<'a> {
+pub(crate) struct Expected<'a> {
     /// The client that sent it: `iss` (and `client_id` for RFC 9101).
     pub client_id: &'a str,
     /// The authorization server's issuer: must be in `aud`.
@@ -104,7 +104,7 @@ fn claim<'a>(c: &'a Map<String, Value>, name: &str) -> std::result::Result<&'a s
 ///
 /// # Errors
 /// [`Invalid`] naming the rule.
-pub fn check(
+pub(crate) fn check(
     typ: Option<&str>,
     c: &Map<String, Value>,
     expected: Expected<'_>,

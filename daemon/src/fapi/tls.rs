@@ -9,10 +9,11 @@ use crate::error::{Error, Result};
 use crate::keyring::keyset::Purpose;
 
 /// The keyset algorithms a TLS keyset may have.
-pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA];
+pub(crate) const ALGORITHMS: [Algorithm; 3] =
+    [Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA];
 
 /// The TLS `SignatureScheme` (RFC 8446 4.2.3) a keyset algorithm signs with.
-pub fn scheme_of(alg: Algorithm) -> Option<&'static str> {
+pub(crate) fn scheme_of(alg: Algorithm) -> Option<&'static str> {
     match alg {
         Algorithm::ES256 => Some("ecdsa_secp256r1_sha256"),
         Algorithm::PS256 => Some("rsa_pss_rsae_sha256"),
@@ -23,7 +24,7 @@ pub fn scheme_of(alg: Algorithm) -> Option<&'static str> {
 
 /// What a handshake message was recognised as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageKind {
+pub(crate) enum MessageKind {
     /// TLS 1.3 CertificateVerify content (64 spaces, context string, transcript hash).
     Tls13,
     /// A TLS 1.2 signature input: the client's handshake transcript, or the
@@ -33,7 +34,7 @@ pub enum MessageKind {
 
 impl MessageKind {
     /// How the audit line and the reply name it, for `purpose`.
-    pub fn describe(self, purpose: Purpose) -> &'static str {
+    pub(crate) fn describe(self, purpose: Purpose) -> &'static str {
         match (self, purpose) {
             (Self::Tls13, Purpose::TlsServer) => "tls1.3 server CertificateVerify",
             (Self::Tls13, _) => "tls1.3 client CertificateVerify",
@@ -53,7 +54,7 @@ const TLS13_SERVER: &[u8] = b"TLS 1.3, server CertificateVerify\0";
 ///
 /// # Errors
 /// `InvalidArgument` naming what does not fit.
-pub fn check(
+pub(crate) fn check(
     purpose: Purpose,
     alg: Algorithm,
     scheme: &str,
@@ -115,7 +116,7 @@ pub fn check(
 ///
 /// # Errors
 /// `Internal` when an ECDSA signature is not 64 bytes.
-pub fn wire_signature(alg: Algorithm, raw: Vec<u8>) -> Result<Vec<u8>> {
+pub(crate) fn wire_signature(alg: Algorithm, raw: Vec<u8>) -> Result<Vec<u8>> {
     if alg != Algorithm::ES256 {
         return Ok(raw);
     }

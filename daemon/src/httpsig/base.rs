@@ -6,11 +6,11 @@ use super::message::Message;
 use sfv::{BareItem, Dictionary, FieldType, InnerList, Item, Key, ListEntry, Parameters};
 
 /// The most components one signature may cover (FAPI needs fewer than 10).
-pub const MAX_COMPONENTS: usize = 32;
+pub(crate) const MAX_COMPONENTS: usize = 32;
 
 /// The signature parameters Custos writes, in this order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignatureParams {
+pub(crate) struct SignatureParams {
     /// Creation time (Unix seconds); always present.
     pub created: i64,
     /// Expiry time, when wanted.
@@ -65,7 +65,7 @@ impl SignatureParams {
 ///
 /// # Errors
 /// A message when it is not a valid key.
-pub fn label(name: &str) -> Result<Key, String> {
+pub(crate) fn label(name: &str) -> Result<Key, String> {
     Key::from_string(name.to_string())
         .map_err(|(e, _)| format!("signature label {name:?} is not valid: {e}"))
 }
@@ -74,7 +74,7 @@ pub fn label(name: &str) -> Result<Key, String> {
 ///
 /// # Errors
 /// A message for an invalid label or parameter.
-pub fn signature_input(
+pub(crate) fn signature_input(
     label_name: &str,
     components: &[Component],
     params: &SignatureParams,
@@ -94,7 +94,7 @@ pub fn signature_input(
 ///
 /// # Errors
 /// A message for an invalid label.
-pub fn signature_field(label_name: &str, signature: &[u8]) -> Result<String, String> {
+pub(crate) fn signature_field(label_name: &str, signature: &[u8]) -> Result<String, String> {
     let dict: Dictionary = [(
         label(label_name)?,
         ListEntry::Item(Item::new(BareItem::ByteSequence(signature.to_vec()))),
@@ -111,7 +111,7 @@ pub fn signature_field(label_name: &str, signature: &[u8]) -> Result<String, Str
 ///
 /// # Errors
 /// [`ValueError`] for a repeated component, too many, or one the message lacks.
-pub fn signature_base(
+pub(crate) fn signature_base(
     components: &[Component],
     message: &Message,
     request: Option<&Message>,
@@ -149,7 +149,7 @@ pub fn signature_base(
 }
 
 /// The value part of a one-member `Signature-Input` (`label=` removed).
-pub fn params_line<'a>(signature_input: &'a str, label_name: &str) -> Option<&'a str> {
+pub(crate) fn params_line<'a>(signature_input: &'a str, label_name: &str) -> Option<&'a str> {
     signature_input
         .strip_prefix(label_name)
         .and_then(|s| s.strip_prefix('='))

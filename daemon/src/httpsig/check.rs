@@ -12,7 +12,7 @@ use sfv::{Dictionary, FieldType, Key, ListEntry, Parser};
 
 /// A signature found in a message, with the base it signs.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     /// Its label (`sig1`).
     pub label: String,
     /// The covered components, in order.
@@ -52,7 +52,7 @@ fn dictionary(message: &Message, name: &str) -> Result<Dictionary, Invalid> {
 /// # Errors
 /// [`Invalid`] (`malformed`, `missing_component`) when the fields are
 /// broken, the signature is ambiguous, or the message lacks a covered component.
-pub fn received(
+pub(crate) fn received(
     message: &Message,
     request: Option<&Message>,
     label: Option<&str>,
@@ -158,7 +158,7 @@ pub fn received(
 
 /// What a verifier demands of a signature.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// The current time (Unix seconds).
     pub now: i64,
     /// The oldest acceptable `created`, as an age in seconds.
@@ -172,7 +172,7 @@ pub struct Policy {
 }
 
 /// The label of a message's only signature, if it has exactly one.
-pub fn only_signature_label(message: &Message) -> Option<String> {
+pub(crate) fn only_signature_label(message: &Message) -> Option<String> {
     let field = message.field("signature")?;
     let dict: Dictionary = Parser::new(&field).parse().ok()?;
     let mut keys = dict.keys();
@@ -188,7 +188,7 @@ pub fn only_signature_label(message: &Message) -> Option<String> {
 /// `content-digest` when present, plus, when the request is known,
 /// `@method;req`, `@target-uri;req` and the request's signature
 /// (`"signature";req;key="sig1"`) when it has exactly one.
-pub fn fapi_components(message: &Message, request: Option<&Message>) -> Vec<Component> {
+pub(crate) fn fapi_components(message: &Message, request: Option<&Message>) -> Vec<Component> {
     let mut names: Vec<String> = Vec::new();
     if message.is_response() {
         names.push("@status".into());
@@ -221,7 +221,11 @@ pub fn fapi_components(message: &Message, request: Option<&Message>) -> Vec<Comp
 /// # Errors
 /// [`Invalid`]: `malformed` (no `created`), `not_yet_valid`, `expired`,
 /// `missing_component`, `wrong_tag`, `digest_mismatch`.
-pub fn apply(received: &Received, message: &Message, policy: &Policy) -> Result<(), Invalid> {
+pub(crate) fn apply(
+    received: &Received,
+    message: &Message,
+    policy: &Policy,
+) -> Result<(), Invalid> {
     let created = received
         .created
         .ok_or_else(|| malformed("the signature has no created parameter"))?;

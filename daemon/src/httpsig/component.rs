@@ -32,18 +32,20 @@ impl From<ValueError> for String {
 
 /// One covered component.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Component {
+pub(crate) struct Component {
     /// Checked when parsed: a valid structured-field string, lower case.
     name: sfv::String,
     params: Parameters,
 }
 
 impl Component {
-    /// A plain component (no parameters).
+    /// A plain component (no parameters); the tests build covered lists
+    /// with it.
     ///
     /// # Errors
     /// A message for a name that is not lower case or is empty.
-    pub fn named(name: &str) -> Result<Self, String> {
+    #[cfg(test)]
+    pub(crate) fn named(name: &str) -> Result<Self, String> {
         Self::from_item(&Item::new(sf_string(name)?))
     }
 
@@ -52,7 +54,7 @@ impl Component {
     ///
     /// # Errors
     /// A message naming what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let quoted = if text.starts_with('"') {
             text.to_string()
@@ -73,7 +75,7 @@ impl Component {
     /// # Errors
     /// A message for a non-string item, an upper-case name, or a parameter
     /// Custos does not support.
-    pub fn from_item(item: &Item) -> Result<Self, String> {
+    pub(crate) fn from_item(item: &Item) -> Result<Self, String> {
         let sf_name: sfv::String = item
             .bare_item
             .as_string()
@@ -107,17 +109,17 @@ impl Component {
     }
 
     /// The component's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.name.as_str()
     }
 
     /// Whether the component is taken from the request (`req`).
-    pub fn from_request(&self) -> bool {
+    pub(crate) fn names_the_request(&self) -> bool {
         self.params.keys().any(|k| k.as_str() == "req")
     }
 
     /// The Dictionary member asked for by `key`, if any.
-    pub fn key(&self) -> Option<&str> {
+    pub(crate) fn key(&self) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k.as_str() == "key")
@@ -126,12 +128,12 @@ impl Component {
     }
 
     /// The component as an item of the `Signature-Input` inner list.
-    pub fn to_item(&self) -> Item {
+    pub(crate) fn to_item(&self) -> Item {
         Item::with_params(BareItem::String(self.name.clone()), self.params.clone())
     }
 
     /// The identifier as it starts a line of the signature base (`"@method";req`).
-    pub fn serialize(&self) -> String {
+    pub(crate) fn serialize(&self) -> String {
         self.to_item().serialize()
     }
 
@@ -139,12 +141,12 @@ impl Component {
     ///
     /// # Errors
     /// [`ValueError`] saying whether the component is missing or cannot apply.
-    pub fn value(
+    pub(crate) fn value(
         &self,
         message: &Message,
         request: Option<&Message>,
     ) -> Result<String, ValueError> {
-        let source = if self.from_request() {
+        let source = if self.names_the_request() {
             if message.is_response() {
                 request.ok_or_else(|| {
                     ValueError::Missing(format!(
@@ -177,6 +179,7 @@ impl Component {
     }
 }
 
+#[cfg(test)]
 fn sf_string(s: &str) -> Result<sfv::String, String> {
     sfv::String::from_string(s.to_string()).map_err(|(e, _)| format!("{s:?}: {e}"))
 }
@@ -207,7 +210,7 @@ mod tests {
             "\"@method\""
         );
         let c = Component::parse("@method;req").unwrap();
-        assert!(c.from_request());
+        assert!(c.names_the_request());
         assert_eq!(c.serialize(), "\"@method\";req");
         let s = Component::parse("\"signature\";req;key=\"sig1\"").unwrap();
         assert_eq!(s.key(), Some("sig1"));

@@ -7,9 +7,6 @@ use base64::Engine;
 use sfv::{Dictionary, ListEntry, Parser};
 use sha2::{Digest, Sha256, Sha512};
 
-/// The algorithms Custos computes and checks.
-pub const ALGORITHMS: [&str; 2] = ["sha-256", "sha-512"];
-
 fn hash(alg: &str, body: &[u8]) -> Option<Vec<u8>> {
     match alg {
         "sha-256" => Some(Sha256::digest(body).to_vec()),
@@ -22,7 +19,7 @@ fn hash(alg: &str, body: &[u8]) -> Option<Vec<u8>> {
 ///
 /// # Errors
 /// A message for another algorithm.
-pub fn content_digest(alg: &str, body: &[u8]) -> Result<String, String> {
+pub(crate) fn content_digest(alg: &str, body: &[u8]) -> Result<String, String> {
     let h = hash(alg, body).ok_or_else(|| {
         format!("digest algorithm {alg:?} is not supported: use sha-256 or sha-512")
     })?;
@@ -34,7 +31,7 @@ pub fn content_digest(alg: &str, body: &[u8]) -> Result<String, String> {
 ///
 /// # Errors
 /// [`Invalid`] with `malformed` or `digest_mismatch`.
-pub fn check(field: &str, body: &[u8]) -> Result<(), Invalid> {
+pub(crate) fn check(field: &str, body: &[u8]) -> Result<(), Invalid> {
     let dict: Dictionary = Parser::new(field)
         .parse()
         .map_err(|e| invalid(Reason::Malformed, format!("Content-Digest: {e}")))?;

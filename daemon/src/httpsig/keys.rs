@@ -10,7 +10,7 @@ use std::fmt;
 
 /// An HTTP message signature algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpAlg {
+pub(crate) enum HttpAlg {
     /// ECDSA P-256 with SHA-256; the signature is `r || s` (64 bytes).
     EcdsaP256Sha256,
     /// RSASSA-PSS with SHA-512, MGF1-SHA-512 and a 64-byte salt.
@@ -21,7 +21,7 @@ pub enum HttpAlg {
 
 impl HttpAlg {
     /// The registered name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::EcdsaP256Sha256 => "ecdsa-p256-sha256",
             Self::RsaPssSha512 => "rsa-pss-sha512",
@@ -30,7 +30,7 @@ impl HttpAlg {
     }
 
     /// The algorithm a keyring key signs HTTP messages with.
-    pub fn for_key(alg: Algorithm) -> Option<Self> {
+    pub(crate) fn for_key(alg: Algorithm) -> Option<Self> {
         match alg {
             Algorithm::ES256 => Some(Self::EcdsaP256Sha256),
             Algorithm::EdDSA => Some(Self::Ed25519),
@@ -45,7 +45,7 @@ impl HttpAlg {
     ///
     /// # Errors
     /// A message for a key type that has no supported algorithm.
-    pub fn for_jwk(jwk: &Map<String, Value>) -> Result<Self, String> {
+    pub(crate) fn for_jwk(jwk: &Map<String, Value>) -> Result<Self, String> {
         let s = |k: &str| jwk.get(k).and_then(Value::as_str);
         match (s("kty"), s("crv")) {
             (Some("EC"), Some("P-256")) => Ok(Self::EcdsaP256Sha256),
@@ -73,7 +73,7 @@ impl fmt::Display for HttpAlg {
 /// # Errors
 /// [`Invalid`]: `alg_not_allowed`, `alg_mismatch`, `unknown_kid` (a JWK
 /// that is not a public key) or `bad_signature`.
-pub fn verify(
+pub(crate) fn verify(
     jwk: &Map<String, Value>,
     claimed: Option<&str>,
     base: &[u8],

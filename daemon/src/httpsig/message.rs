@@ -6,7 +6,7 @@ use url::Url;
 
 /// One HTTP request or response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Message {
+pub(crate) struct Message {
     /// The request method (`None` for a response).
     pub method: Option<String>,
     /// The absolute target URI of a request (`https://rs.example/accounts?x=1`).
@@ -21,13 +21,13 @@ pub struct Message {
 
 impl Message {
     /// Whether this is a response.
-    pub fn is_response(&self) -> bool {
+    pub(crate) fn is_response(&self) -> bool {
         self.status.is_some()
     }
 
     /// The combined value of the field `name` (RFC 9421 2.1): every value
     /// with that name, trimmed, joined with `", "`; `None` when absent.
-    pub fn field(&self, name: &str) -> Option<String> {
+    pub(crate) fn field(&self, name: &str) -> Option<String> {
         let values: Vec<&str> = self
             .fields
             .iter()
@@ -38,14 +38,14 @@ impl Message {
     }
 
     /// Whether the field `name` is present.
-    pub fn has_field(&self, name: &str) -> bool {
+    pub(crate) fn has_field(&self, name: &str) -> bool {
         self.fields
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// Whether the message carries a non-empty body.
-    pub fn has_body(&self) -> bool {
+    pub(crate) fn has_body(&self) -> bool {
         self.body.as_ref().is_some_and(|b| !b.is_empty())
     }
 
@@ -54,7 +54,7 @@ impl Message {
     /// # Errors
     /// A message for a component this message cannot have (`@status` on a
     /// request, `@method` on a response) or a target URI that is not absolute.
-    pub fn derived(&self, name: &str) -> Result<String, String> {
+    pub(crate) fn derived(&self, name: &str) -> Result<String, String> {
         match name {
             "@status" => self
                 .status
@@ -141,7 +141,7 @@ fn split_target(raw: &str) -> Result<Target<'_>, String> {
 ///
 /// # Errors
 /// A message saying what is wrong.
-pub fn check_target_uri(raw: &str) -> Result<(), String> {
+pub(crate) fn check_target_uri(raw: &str) -> Result<(), String> {
     let t = split_target(raw)?;
     if t.scheme != "https" && t.scheme != "http" {
         return Err(format!("the target URI {raw:?} is not http or https"));

@@ -13,20 +13,20 @@
 //! - `check.rs`: reading a received signature and what a verifier demands of it;
 //! - `keys.rs`: algorithms, and verifying with a public JWK.
 
-pub mod base;
-pub mod check;
-pub mod component;
-pub mod digest;
-pub mod keys;
-pub mod message;
+pub(crate) mod base;
+pub(crate) mod check;
+pub(crate) mod component;
+pub(crate) mod digest;
+pub(crate) mod keys;
+pub(crate) mod message;
 
-pub use keys::HttpAlg;
-pub use message::Message;
+pub(crate) use keys::HttpAlg;
+pub(crate) use message::Message;
 
 /// The `tag` FAPI 2.0 gives signatures on resource requests.
-pub const TAG_REQUEST: &str = "fapi-2-request";
+pub(crate) const TAG_REQUEST: &str = "fapi-2-request";
 /// The `tag` FAPI 2.0 gives signatures on resource responses.
-pub const TAG_RESPONSE: &str = "fapi-2-response";
+pub(crate) const TAG_RESPONSE: &str = "fapi-2-response";
 
 #[cfg(test)]
 mod rfc9421_tests;

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use zeroize::Zeroize;
 
 /// The largest plaintext a decryption returns (bytes).
-pub const MAX_PLAINTEXT: usize = 256 * 1024;
+pub(crate) const MAX_PLAINTEXT: usize = 256 * 1024;
 
 /// Content encryption algorithms Custos produces and accepts.
-pub const ENCRYPTIONS: &[&str] = &["A256GCM", "A128CBC-HS256"];
+pub(crate) const ENCRYPTIONS: &[&str] = &["A256GCM", "A128CBC-HS256"];
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidArgument(msg.into())
@@ -32,7 +32,7 @@ fn invalid(msg: impl Into<String>) -> Error {
 /// # Errors
 /// `InvalidArgument` for a JWK that is not a public encryption key Custos
 /// can encrypt to, or an unsupported `enc`.
-pub fn encrypt_nested(jws: &str, recipient_jwk: &str, enc: Option<&str>) -> Result<String> {
+pub(crate) fn encrypt_nested(jws: &str, recipient_jwk: &str, enc: Option<&str>) -> Result<String> {
     let jwk = Jwk::from_bytes(recipient_jwk.as_bytes())
         .map_err(|e| invalid(format!("encryption key is not a JWK: {e}")))?;
     if jwk.parameter("d").is_some() {

@@ -19,7 +19,7 @@ fn b64_hex(hex_str: &str) -> String {
 
 /// The required members of the public JWK (RFC 7638 section 3.2), in
 /// lexicographic order: exactly what the thumbprint hashes.
-pub fn required_members(key: &PublicKey) -> Map<String, Value> {
+pub(crate) fn required_members(key: &PublicKey) -> Map<String, Value> {
     let v = match key {
         PublicKey::P256 { x, y } => {
             json!({"crv": "P-256", "kty": "EC", "x": b64_hex(x), "y": b64_hex(y)})
@@ -34,7 +34,7 @@ pub fn required_members(key: &PublicKey) -> Map<String, Value> {
 }
 
 /// RFC 7638 thumbprint (SHA-256, base64url) of a JWK given as its required members.
-pub fn thumbprint_of_members(members: &Map<String, Value>) -> String {
+pub(crate) fn thumbprint_of_members(members: &Map<String, Value>) -> String {
     // serde_json with `preserve_order` keeps insertion order; sort explicitly
     // so the hash input is canonical whatever order the members came in.
     let mut keys: Vec<&String> = members.keys().collect();
@@ -53,13 +53,13 @@ pub fn thumbprint_of_members(members: &Map<String, Value>) -> String {
 }
 
 /// RFC 7638 thumbprint of a Custos public key: its kid.
-pub fn thumbprint(key: &PublicKey) -> String {
+pub(crate) fn thumbprint(key: &PublicKey) -> String {
     thumbprint_of_members(&required_members(key))
 }
 
 /// The published JWK of a key: required members plus `kid`, `alg` and `use`
 /// (`sig`, or `enc` for RSA-OAEP-256 decryption keys).
-pub fn public_jwk(key: &PublicKey, kid: &str, alg: Algorithm) -> Value {
+pub(crate) fn public_jwk(key: &PublicKey, kid: &str, alg: Algorithm) -> Value {
     let mut m = required_members(key);
     m.insert("kid".into(), Value::String(kid.into()));
     m.insert("alg".into(), Value::String(alg.as_str().into()));

@@ -18,9 +18,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Largest accepted claims document, in bytes.
-pub const MAX_CLAIMS_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_CLAIMS_BYTES: usize = 64 * 1024;
 /// Deepest accepted nesting of arrays and objects in claims.
-pub const MAX_DEPTH: usize = 16;
+pub(crate) const MAX_DEPTH: usize = 16;
 
 fn depth(v: &Value) -> usize {
     match v {
@@ -33,7 +33,7 @@ fn depth(v: &Value) -> usize {
 /// A signed compact JWS and the SHA-256 (hex) of its signing input, for the
 /// audit line (it identifies what was signed without recording the claims).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedJws {
+pub(crate) struct SignedJws {
     /// `header.payload.signature`.
     pub token: String,
     /// Hex SHA-256 of `header.payload`.
@@ -46,7 +46,7 @@ pub struct SignedJws {
 ///
 /// # Errors
 /// `InvalidArgument` naming the claim.
-pub fn check_registered(claims: &Map<String, Value>) -> Result<()> {
+pub(crate) fn check_registered(claims: &Map<String, Value>) -> Result<()> {
     for (name, value) in claims {
         let ok = match name.as_str() {
             "iss" | "sub" | "jti" => value.is_string(),
@@ -76,7 +76,7 @@ pub fn check_registered(claims: &Map<String, Value>) -> Result<()> {
 ///
 /// # Errors
 /// `InvalidArgument` saying what is wrong.
-pub fn parse_claims(json: &str) -> Result<Map<String, Value>> {
+pub(crate) fn parse_claims(json: &str) -> Result<Map<String, Value>> {
     if json.len() > MAX_CLAIMS_BYTES {
         return Err(Error::InvalidArgument(format!(
             "claims are {} bytes; the limit is {MAX_CLAIMS_BYTES} bytes (64 KiB)",
@@ -122,7 +122,7 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 /// `InvalidArgument` for registered claims of the wrong type (e.g. a
 /// non-numeric `exp`); `FailedPrecondition` for a key that does not sign;
 /// the device's failure as it is.
-pub fn sign_jwt(
+pub(crate) fn sign_jwt(
     key: &ActiveKey,
     typ: Option<&str>,
     claims: &Map<String, Value>,

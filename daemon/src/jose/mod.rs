@@ -1,9 +1,9 @@
 //! JOSE: JWK/JWKS and RFC 7638 thumbprints (`jwk.rs`), compact JWS signing
 //! with device keys (`jws.rs`), and the JWK Set the daemon publishes.
 
-pub mod jwe;
-pub mod jwk;
-pub mod jws;
+pub(crate) mod jwe;
+pub(crate) mod jwk;
+pub(crate) mod jws;
 pub mod verify;
 
 use crate::keyring::keyset::Keyset;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 /// The RFC 7517 JWK Set of the published versions of `keysets`:
 /// public members only, active versions first.
-pub fn jwks<'a>(keysets: impl IntoIterator<Item = &'a Keyset>) -> Value {
+pub(crate) fn jwks<'a>(keysets: impl IntoIterator<Item = &'a Keyset>) -> Value {
     use crate::keyring::keyset::VersionState::{Active, Pending, Retired};
     let mut keys = Vec::new();
     let keysets: Vec<&Keyset> = keysets.into_iter().collect();

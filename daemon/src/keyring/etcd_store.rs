@@ -27,7 +27,7 @@ use std::time::Duration;
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
-pub struct EtcdSettings {
+pub(crate) struct EtcdSettings {
     /// Client URLs, e.g. `http://10.0.0.1:2379`.
     pub endpoints: Vec<String>,
     /// Key prefix (`/custos/`).
@@ -43,7 +43,7 @@ pub struct EtcdSettings {
 /// TLS to etcd: the CA of its certificates, and optionally a client
 /// certificate and key (PEM).
 #[derive(Debug, Clone)]
-pub struct EtcdTls {
+pub(crate) struct EtcdTls {
     /// PEM CA.
     pub ca: Vec<u8>,
     /// PEM client certificate and key, for TLS client authentication.
@@ -57,7 +57,7 @@ enum Request {
 }
 
 /// The etcd-backed store.
-pub struct EtcdStore {
+pub(crate) struct EtcdStore {
     /// To the client thread (a tokio channel: sending needs no runtime).
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
     settings: EtcdSettings,
@@ -89,7 +89,7 @@ impl EtcdStore {
     ///
     /// # Errors
     /// A bad endpoint or TLS setting, or a runtime that cannot start.
-    pub fn connect(settings: EtcdSettings) -> Result<Self> {
+    pub(crate) fn connect(settings: EtcdSettings) -> Result<Self> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
         let last_contact = Arc::new(AtomicI64::new(0));
         let changed = Arc::new(tokio::sync::Notify::new());

@@ -484,7 +484,7 @@ impl Keyset {
 }
 
 /// The default token lifetime ceiling: one hour.
-pub const DEFAULT_MAX_LIFETIME: i64 = 3600;
+pub(crate) const DEFAULT_MAX_LIFETIME: i64 = 3600;
 
 fn default_max_lifetime() -> i64 {
     DEFAULT_MAX_LIFETIME
@@ -494,7 +494,7 @@ fn default_max_lifetime() -> i64 {
 ///
 /// # Errors
 /// A message saying what is wrong with the name.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!(
             "keyset name must be 1 to 64 characters (got {})",

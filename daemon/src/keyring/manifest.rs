@@ -29,7 +29,7 @@ pub struct Manifest {
 }
 
 /// The manifest's path inside `state_dir`.
-pub fn path(state_dir: &Path) -> PathBuf {
+pub(crate) fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("keyring.json")
 }
 
@@ -37,7 +37,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 ///
 /// # Errors
 /// `Internal` with the path when the file exists but cannot be read or parsed.
-pub fn load(state_dir: &Path) -> Result<Manifest> {
+pub(crate) fn load(state_dir: &Path) -> Result<Manifest> {
     let p = path(state_dir);
     let text = match std::fs::read(&p) {
         Ok(t) => t,
@@ -53,7 +53,7 @@ pub fn load(state_dir: &Path) -> Result<Manifest> {
 }
 
 /// An empty manifest of the current format.
-pub fn empty() -> Manifest {
+pub(crate) fn empty() -> Manifest {
     Manifest {
         format: FORMAT,
         ..Manifest::default()
@@ -64,7 +64,7 @@ pub fn empty() -> Manifest {
 ///
 /// # Errors
 /// `Internal` naming `origin` when it is damaged or of another format.
-pub fn parse(bytes: &[u8], origin: &str) -> Result<Manifest> {
+pub(crate) fn parse(bytes: &[u8], origin: &str) -> Result<Manifest> {
     let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
         Error::Internal(format!(
             "keyring manifest {origin} is damaged ({e}); restore it from backup"
@@ -83,7 +83,7 @@ pub fn parse(bytes: &[u8], origin: &str) -> Result<Manifest> {
 ///
 /// # Errors
 /// `Internal` when it cannot be serialized.
-pub fn to_bytes(m: &Manifest) -> Result<Vec<u8>> {
+pub(crate) fn to_bytes(m: &Manifest) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(m)
         .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))
 }
@@ -92,7 +92,7 @@ pub fn to_bytes(m: &Manifest) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// `Internal` naming the file when any step fails; the previous manifest is then intact.
-pub fn store(state_dir: &Path, m: &Manifest) -> Result<()> {
+pub(crate) fn store(state_dir: &Path, m: &Manifest) -> Result<()> {
     let p = path(state_dir);
     let tmp = state_dir.join(format!(".keyring.json.{}.tmp", std::process::id()));
     let io = |e: std::io::Error| Error::Internal(format!("writing {}: {e}", p.display()));

@@ -15,15 +15,15 @@
 //! Reads take a snapshot `Arc<Manifest>`; writes replace it after the store
 //! accepted the new generation.
 
-pub mod etcd_store;
-pub mod keyset;
+pub(crate) mod etcd_store;
+pub(crate) mod keyset;
 mod lifecycle;
-pub mod manifest;
-pub mod policy;
-pub mod requests;
-pub mod schedule;
+pub(crate) mod manifest;
+pub(crate) mod policy;
+pub(crate) mod requests;
+pub(crate) mod schedule;
 mod screen;
-pub mod store;
+pub(crate) mod store;
 mod ticks;
 
 use crate::alg::Algorithm;
@@ -172,7 +172,7 @@ impl Default for Limits {
 }
 
 /// Seconds since the Unix epoch.
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -461,7 +461,7 @@ impl Keyring {
         let _ = self.max_stale.set(seconds);
     }
 
-    /// Woken when the shared store changed (see [`ManifestStore::changes`]).
+    /// Woken when the shared store changed (see `ManifestStore::changes`).
     pub fn store_changes(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.store.changes()
     }

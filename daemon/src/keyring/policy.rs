@@ -37,7 +37,7 @@ impl Default for Policy {
     }
 }
 
-pub use crate::duration::{format_duration, parse_duration, MAX_DURATION};
+pub(crate) use crate::duration::{format_duration, parse_duration, MAX_DURATION};
 
 /// The default shortest rotation period (`[keyring] min_rotation_period`):
 /// one hour. A shorter one would let an admin of one keyset glob fill the

@@ -225,7 +225,7 @@ impl Request {
     }
 }
 
-pub use crate::config::DualControl;
+pub(crate) use crate::config::DualControl;
 
 fn no_request(id: &str) -> Error {
     Error::NotFound(format!(
@@ -295,7 +295,7 @@ impl super::Keyring {
     /// request as it ends up.
     ///
     /// # Errors
-    /// As [`Request::approve`]; `NotFound`.
+    /// As `Request::approve`; `NotFound`.
     pub fn approve(&self, id: &str, digest: &str, by: &str) -> Result<Request> {
         let at = super::now();
         // One CAS write records the approval and, when it is the last one

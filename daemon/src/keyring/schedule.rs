@@ -5,7 +5,7 @@ use super::keyset::{Keyset, VersionState};
 
 /// A transition the schedule wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Due {
+pub(crate) enum Due {
     /// Make this pending version active (its publish-ahead time has passed).
     Promote(String),
     /// Generate a new pending version (the active one nears its rotation period).
@@ -16,7 +16,7 @@ pub enum Due {
 
 impl Due {
     /// A short name for logs and `keyset show`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Due::Promote(_) => "promote",
             Due::Rotate => "rotate",
@@ -26,7 +26,7 @@ impl Due {
 }
 
 /// Every transition due at `now`, with the time each became due, soonest first.
-pub fn all(ks: &Keyset) -> Vec<(i64, Due)> {
+pub(crate) fn all(ks: &Keyset) -> Vec<(i64, Due)> {
     let p = ks.policy;
     let mut out = Vec::new();
     let pending: Vec<_> = ks
@@ -67,7 +67,7 @@ pub fn all(ks: &Keyset) -> Vec<(i64, Due)> {
 }
 
 /// The transitions due at `now`.
-pub fn due(ks: &Keyset, now: i64) -> Vec<Due> {
+pub(crate) fn due(ks: &Keyset, now: i64) -> Vec<Due> {
     all(ks)
         .into_iter()
         .filter(|(t, _)| *t <= now)
@@ -76,7 +76,7 @@ pub fn due(ks: &Keyset, now: i64) -> Vec<Due> {
 }
 
 /// The next scheduled transition, if any.
-pub fn next(ks: &Keyset) -> Option<(i64, Due)> {
+pub(crate) fn next(ks: &Keyset) -> Option<(i64, Due)> {
     all(ks).into_iter().next()
 }
 

@@ -57,13 +57,13 @@ pub trait ManifestStore: std::fmt::Debug + Send + Sync {
 
 /// `STATE_DIR/keyring.json`, written atomically.
 #[derive(Debug)]
-pub struct FileStore {
+pub(crate) struct FileStore {
     dir: PathBuf,
 }
 
 impl FileStore {
     /// A store in `dir`.
-    pub fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
 }

@@ -25,7 +25,7 @@ fn internal(what: &str) -> impl Fn(openssl::error::ErrorStack) -> Error + '_ {
 ///
 /// # Errors
 /// `Internal` when the recorded key is not a valid key of its type.
-pub fn spki_der(public: &PublicKey) -> Result<Vec<u8>> {
+pub(crate) fn spki_der(public: &PublicKey) -> Result<Vec<u8>> {
     use openssl::bn::BigNum;
     use openssl::ec::{EcGroup, EcKey};
     use openssl::nid::Nid;
@@ -58,7 +58,7 @@ pub fn spki_der(public: &PublicKey) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// `Internal` when the signature is not 64 bytes.
-pub fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>> {
     if raw.len() != 64 {
         return Err(Error::Internal(format!(
             "an ES256 signature from the device has {} bytes, not 64",
@@ -87,7 +87,7 @@ const PSS_SHA256_PARAMS: [u8; 54] = [
 ///
 /// # Errors
 /// `InvalidArgument` for algorithms that do not sign certificates here.
-pub fn signature_algorithm(alg: Algorithm) -> Result<AlgorithmIdentifierOwned> {
+pub(crate) fn signature_algorithm(alg: Algorithm) -> Result<AlgorithmIdentifierOwned> {
     let (oid, parameters) = match alg {
         Algorithm::ES256 => ("1.2.840.10045.4.3.2", None),
         Algorithm::PS256 => (
@@ -143,7 +143,11 @@ fn general_name(san: &str) -> Result<GeneralName> {
 ///
 /// # Errors
 /// `InvalidArgument` for a subject that is not an RFC 4514 name or a bad SAN.
-pub fn request_info(subject: &str, sans: &[String], public: &PublicKey) -> Result<CertReqInfo> {
+pub(crate) fn request_info(
+    subject: &str,
+    sans: &[String],
+    public: &PublicKey,
+) -> Result<CertReqInfo> {
     if subject.trim().is_empty() {
         return Err(Error::InvalidArgument(
             "a certificate request needs a subject, e.g. --subject 'CN=client-1,O=Bank,C=GB'"
@@ -184,7 +188,7 @@ pub fn request_info(subject: &str, sans: &[String], public: &PublicKey) -> Resul
 ///
 /// # Errors
 /// `Internal` when encoding fails.
-pub fn to_be_signed(info: &CertReqInfo) -> Result<Vec<u8>> {
+pub(crate) fn to_be_signed(info: &CertReqInfo) -> Result<Vec<u8>> {
     info.to_der().map_err(der_error)
 }
 
@@ -193,7 +197,7 @@ pub fn to_be_signed(info: &CertReqInfo) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// `Internal` when encoding fails.
-pub fn assemble(info: CertReqInfo, alg: Algorithm, signature: &[u8]) -> Result<String> {
+pub(crate) fn assemble(info: CertReqInfo, alg: Algorithm, signature: &[u8]) -> Result<String> {
     let signature = match alg {
         Algorithm::ES256 => ecdsa_der(signature)?,
         _ => signature.to_vec(),
@@ -211,7 +215,7 @@ pub fn assemble(info: CertReqInfo, alg: Algorithm, signature: &[u8]) -> Result<S
 ///
 /// # Errors
 /// `InvalidArgument` when the text holds no certificate or one does not parse.
-pub fn parse_chain(pem: &str) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn parse_chain(pem: &str) -> Result<Vec<Vec<u8>>> {
     let certs = openssl::x509::X509::stack_from_pem(pem.as_bytes()).map_err(|e| {
         Error::InvalidArgument(format!(
             "the certificate chain is not PEM certificates: {e}"
@@ -233,7 +237,7 @@ pub fn parse_chain(pem: &str) -> Result<Vec<Vec<u8>>> {
 ///
 /// # Errors
 /// `InvalidArgument` when the certificate does not parse.
-pub fn certifies(cert_der: &[u8], public: &PublicKey) -> Result<bool> {
+pub(crate) fn certifies(cert_der: &[u8], public: &PublicKey) -> Result<bool> {
     let cert = openssl::x509::X509::from_der(cert_der)
         .map_err(|e| Error::InvalidArgument(format!("a certificate does not parse: {e}")))?;
     let theirs = cert
@@ -244,7 +248,7 @@ pub fn certifies(cert_der: &[u8], public: &PublicKey) -> Result<bool> {
 }
 
 /// The chain back as PEM text, leaf first.
-pub fn chain_pem(chain: &[Vec<u8>]) -> String {
+pub(crate) fn chain_pem(chain: &[Vec<u8>]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = String::new();
     for der in chain {
@@ -260,7 +264,7 @@ pub fn chain_pem(chain: &[Vec<u8>]) -> String {
 }
 
 /// RFC 8705 `x5t#S256`: base64url SHA-256 of the certificate's DER.
-pub fn x5t_s256(cert_der: &[u8]) -> String {
+pub(crate) fn x5t_s256(cert_der: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(cert_der))
 }

@@ -119,6 +119,20 @@ pub(super) fn open_tpm(
         &t.profile,
         config.server.profiles_dir.as_deref(),
     )?;
+    tracing::info!(
+        backend = name,
+        profile = %profile.name,
+        description = %profile.description,
+        tested = profile.tested,
+        "TPM profile loaded"
+    );
+    if !profile.tested {
+        tracing::warn!(
+            backend = name,
+            profile = %profile.name,
+            "this TPM profile has not been checked against the TPM model it names; test it on that model before production"
+        );
+    }
     if let Some(timeout) = &t.call_timeout {
         profile.call_timeout_ms = crate::config::call_timeout_ms(name, timeout)?;
     }

@@ -165,7 +165,7 @@ impl Buckets {
 /// replaces as a whole (`[[access]]`, `[server] owner_operations`, the rate
 /// limits of `[limits]`).
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// `[[access]]` rules.
     pub rules: Vec<AccessRule>,
     /// What the daemon's own uid and root may do without a rule.
@@ -176,21 +176,21 @@ pub struct Policy {
 
 /// The policy in force, shared by the services and the reload handler.
 #[derive(Debug, Clone)]
-pub struct PolicyCell(Arc<std::sync::RwLock<Arc<Policy>>>);
+pub(crate) struct PolicyCell(Arc<std::sync::RwLock<Arc<Policy>>>);
 
 impl PolicyCell {
     /// A cell holding `policy`.
-    pub fn new(policy: Policy) -> Self {
+    pub(crate) fn new(policy: Policy) -> Self {
         Self(Arc::new(std::sync::RwLock::new(Arc::new(policy))))
     }
 
     /// The policy now (calls in flight keep the one they started with).
-    pub fn current(&self) -> Arc<Policy> {
+    pub(crate) fn current(&self) -> Arc<Policy> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Puts `policy` in force for the calls that start from now on.
-    pub fn replace(&self, policy: Policy) {
+    pub(crate) fn replace(&self, policy: Policy) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 }

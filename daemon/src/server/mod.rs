@@ -15,15 +15,15 @@ mod requests;
 mod rpc_metrics;
 mod signer;
 mod status;
-pub mod tls;
+pub(crate) mod tls;
 mod tls_handshake;
-pub mod tls_key;
+pub(crate) mod tls_key;
 mod verifier;
 
 use crate::audit::Auditor;
 use crate::config::{LimitsConfig, VerifyConfig};
 use crate::keyring::Keyring;
-pub use caller::{Policy, PolicyCell};
+pub(crate) use caller::{Policy, PolicyCell};
 use custos_proto::v1::key_admin_server::KeyAdminServer;
 use custos_proto::v1::signer_server::SignerServer;
 use custos_proto::v1::verifier_server::VerifierServer;
@@ -34,7 +34,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 /// Everything the services need besides the keyring.
 #[derive(Debug)]
-pub struct ServeOptions {
+pub(crate) struct ServeOptions {
     /// Verification tunables.
     pub verify: VerifyConfig,
     /// Access rules, owner rights and rate limits; replaced on SIGHUP.
@@ -56,7 +56,7 @@ pub struct ServeOptions {
 ///
 /// # Errors
 /// A transport failure, as text.
-pub async fn serve(
+pub(crate) async fn serve(
     keyring: Arc<Keyring>,
     options: ServeOptions,
     listener: UnixListener,

@@ -26,7 +26,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
 /// Where the listener's own certificate and key come from.
 #[derive(Debug, Clone)]
-pub enum Identity {
+pub(crate) enum Identity {
     /// A PEM chain and a PEM private key file (a secret file).
     Files {
         /// Our certificate chain (PEM).
@@ -40,7 +40,7 @@ pub enum Identity {
 
 /// The files the TLS settings are built from.
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     /// Our certificate and key.
     pub identity: Identity,
     /// CA certificates that issue client certificates (PEM).
@@ -51,7 +51,7 @@ pub struct TlsFiles {
 
 /// The listener's settings: the rustls config (replaced on reload) and the limits.
 #[derive(Debug)]
-pub struct Tls {
+pub(crate) struct Tls {
     files: TlsFiles,
     config: RwLock<Arc<rustls::ServerConfig>>,
     max_connections: usize,
@@ -64,7 +64,7 @@ impl Tls {
     ///
     /// # Errors
     /// A message naming the file or setting at fault.
-    pub fn new(files: TlsFiles, server: &ServerConfig) -> Result<Self, String> {
+    pub(crate) fn new(files: TlsFiles, server: &ServerConfig) -> Result<Self, String> {
         let config = server_config(&files)?;
         Ok(Self {
             files,
@@ -83,7 +83,7 @@ impl Tls {
     ///
     /// # Errors
     /// A message naming the file at fault.
-    pub fn reload(&self) -> Result<(), String> {
+    pub(crate) fn reload(&self) -> Result<(), String> {
         let config = server_config(&self.files)?;
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
         Ok(())
@@ -112,7 +112,7 @@ fn pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, St
 ///
 /// # Errors
 /// A message naming the file at fault.
-pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+pub(crate) fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in pem_certs(&files.client_ca, "client_ca")? {
         roots
@@ -162,7 +162,7 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
 
 /// An established TLS connection: holds its place among `max_connections`
 /// and is closed after `idle_timeout` without a byte from the client.
-pub struct Conn {
+pub(crate) struct Conn {
     inner: TlsStream<TcpStream>,
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_timeout: Duration,
@@ -226,7 +226,7 @@ use std::future::Future;
 /// Accepts TCP connections (at most `max_connections` at once) and
 /// completes TLS handshakes, yielding the established connections; failed
 /// and slow handshakes are logged and dropped.
-pub fn incoming(
+pub(crate) fn incoming(
     listener: TcpListener,
     tls: Arc<Tls>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Conn, std::io::Error>> {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// Resolves the listener's certificate from a TLS keyset at every handshake.
 #[derive(Debug)]
-pub struct KeysetCertificate {
+pub(crate) struct KeysetCertificate {
     keyring: Arc<Keyring>,
     keyset: String,
 }
@@ -33,7 +33,7 @@ impl KeysetCertificate {
     ///
     /// # Errors
     /// A message for the operator naming what is missing.
-    pub fn new(keyring: Arc<Keyring>, keyset: &str) -> Result<Self, String> {
+    pub(crate) fn new(keyring: Arc<Keyring>, keyset: &str) -> Result<Self, String> {
         let me = Self {
             keyring,
             keyset: keyset.to_string(),

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 /// A PKCS#11 token holding Custos keys.
 #[derive(Debug)]
-pub struct Pkcs11Backend {
+pub(crate) struct Pkcs11Backend {
     profile: HsmProfile,
     pool: SessionPool,
     /// The module's `C_Sign`, for signing in one call (`None`: cryptoki's two).
@@ -49,7 +49,7 @@ impl Pkcs11Backend {
     /// # Errors
     /// `Unavailable` with a specific message for an unloadable module, a
     /// missing token or a refused PIN.
-    pub fn open(
+    pub(crate) fn open(
         config: &Pkcs11Config,
         mut profile: HsmProfile,
         pin: Secret,
@@ -267,7 +267,7 @@ fn resolve_mechanisms(profile: &mut HsmProfile, listed: &[MechanismType]) {
 
 impl Pkcs11Backend {
     /// The profile as resolved against this token (fallbacks applied).
-    pub fn profile(&self) -> &HsmProfile {
+    pub(crate) fn profile(&self) -> &HsmProfile {
         &self.profile
     }
 
@@ -275,7 +275,7 @@ impl Pkcs11Backend {
     ///
     /// # Errors
     /// The module's failure.
-    pub fn mechanisms(&self) -> Result<Vec<MechanismType>, BackendError> {
+    pub(crate) fn mechanisms(&self) -> Result<Vec<MechanismType>, BackendError> {
         self.pool.mechanisms()
     }
 }

@@ -16,74 +16,39 @@
 //!   operation is retried once after reconnecting, recreating the primary
 //!   key and reloading the blobs, so a TPM restart is survived.
 
+//!
+//! Files: `slots.rs` (the connection and loaded keys), `sign.rs` (the
+//! signing paths), `blob.rs` (key blob files), `errors.rs` (TSS results to
+//! [`BackendError`]).
+
+mod blob;
+mod errors;
+mod sign;
+mod slots;
+
 use crate::alg::Algorithm;
-use crate::backend::padding;
 use crate::backend::profile::{RsaPssMode, TpmProfile};
 use crate::backend::{BackendError, KeyBackend, KeyProtection, KeyRef, PublicKey};
 use crate::secret::Secret;
-use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use blob::{decode_blob, encode_blob, public_of, write_private_file};
+use errors::{auth, blob_err, tpm_err};
+use sign::RsaPath;
+use slots::{Conn, Loaded};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Mutex;
-use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{
-    Auth, Data, Digest, EccScheme, HashScheme, HashcheckTicket, Private, Public, PublicKeyRsa,
-    RsaDecryptionScheme, RsaExponent, Signature, SignatureScheme, SymmetricDefinitionObject,
-};
+use tss_esapi::structures::{EccScheme, HashScheme, RsaExponent, SymmetricDefinitionObject};
 use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::traits::{Marshall, UnMarshall};
-use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use tss_esapi::Context;
 
-/// How RSA signatures of one key are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RsaPath {
-    Native,
-    Raw,
-}
-
-struct Loaded {
-    handle: KeyHandle,
-    rsa_path: Option<RsaPath>,
-}
-
-#[derive(Default)]
-struct Conn {
-    ctx: Option<Context>,
-    primary: Option<KeyHandle>,
-    loaded: HashMap<String, Loaded>,
-    /// Key ids, least recently used first.
-    lru: Vec<String>,
-}
-
-impl Conn {
-    fn touch(&mut self, id: &str) {
-        self.lru.retain(|k| k != id);
-        self.lru.push(id.to_string());
-    }
-
-    /// Flushes the least recently used keys until `room` more fit under `max`.
-    fn make_room(&mut self, max: usize) {
-        while self.loaded.len() >= max.max(1) && !self.lru.is_empty() {
-            let id = self.lru.remove(0);
-            if let (Some(l), Some(ctx)) = (self.loaded.remove(&id), self.ctx.as_mut()) {
-                if let Err(e) = ctx.flush_context(l.handle.into()) {
-                    tracing::warn!(error = %e, "could not flush a TPM key");
-                }
-            }
-        }
-    }
-}
-
 /// A TPM 2.0 holding Custos keys.
-pub struct TpmBackend {
+pub(crate) struct TpmBackend {
     tcti: String,
     dir: PathBuf,
     profile: TpmProfile,
@@ -102,81 +67,13 @@ impl std::fmt::Debug for TpmBackend {
     }
 }
 
-fn tpm_err(what: &str) -> impl Fn(tss_esapi::Error) -> BackendError + '_ {
-    move |e| BackendError::Unavailable(format!("TPM {what}: {e}"))
-}
-
-fn blob_err(what: &str) -> impl Fn(tss_esapi::Error) -> BackendError + '_ {
-    move |e| BackendError::Internal(format!("TPM key blob {what}: {e}"))
-}
-
-fn null_ticket() -> Result<HashcheckTicket, BackendError> {
-    HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
-        tag: TPM2_ST_HASHCHECK,
-        hierarchy: TPM2_RH_NULL,
-        digest: Default::default(),
-    })
-    .map_err(blob_err("ticket"))
-}
-
-fn auth(secret: &Option<Secret>) -> Result<Option<Auth>, BackendError> {
-    secret
-        .as_ref()
-        .map(|s| Auth::try_from(s.expose().as_bytes().to_vec()))
-        .transpose()
-        .map_err(|_| BackendError::Internal("the TPM auth value is too long".into()))
-}
-
-fn pad32(v: &[u8]) -> Result<Vec<u8>, BackendError> {
-    let v = &v[v.iter().position(|b| *b != 0).unwrap_or(v.len())..];
-    if v.len() > 32 {
-        return Err(BackendError::Internal(
-            "ECDSA component longer than 32 bytes".into(),
-        ));
-    }
-    let mut out = vec![0u8; 32 - v.len()];
-    out.extend_from_slice(v);
-    Ok(out)
-}
-
-fn public_of(public: &Public) -> Result<PublicKey, BackendError> {
-    match public {
-        Public::Ecc { unique, .. } => Ok(PublicKey::p256(
-            &pad32(unique.x().value())?,
-            &pad32(unique.y().value())?,
-        )),
-        Public::Rsa { unique, .. } => Ok(PublicKey::rsa(unique.value(), &[1, 0, 1])),
-        _ => Err(BackendError::Internal("unexpected TPM key type".into())),
-    }
-}
-
-/// The blob file: public and private parts, hex, one per line.
-fn encode_blob(public: &Public, private: &Private) -> Result<String, BackendError> {
-    Ok(format!(
-        "{}\n{}\n",
-        hex::encode(public.marshall().map_err(blob_err("public"))?),
-        hex::encode(private.value())
-    ))
-}
-
-fn decode_blob(text: &str) -> Result<(Public, Private), BackendError> {
-    let mut lines = text.lines();
-    let bad = || BackendError::Internal("TPM key blob file is damaged".into());
-    let public = hex::decode(lines.next().ok_or_else(bad)?).map_err(|_| bad())?;
-    let private = hex::decode(lines.next().ok_or_else(bad)?).map_err(|_| bad())?;
-    Ok((
-        Public::unmarshall(&public).map_err(blob_err("public"))?,
-        Private::try_from(private).map_err(blob_err("private"))?,
-    ))
-}
-
 impl TpmBackend {
     /// Connects to the TPM and prepares the primary key, so an absent TPM is
     /// reported at start-up.
     ///
     /// # Errors
     /// `Unavailable` naming the TCTI when the TPM cannot be reached.
-    pub fn open(
+    pub(crate) fn open(
         config: &crate::config::TpmConfig,
         profile: TpmProfile,
         dir: PathBuf,
@@ -297,89 +194,6 @@ impl TpmBackend {
         conn.touch(&key.id);
         Ok((handle, pk, rsa_path))
     }
-
-    /// The self-test: does this TPM's own RSASSA-PSS use a 32-byte salt?
-    fn choose_rsa_path(
-        &self,
-        ctx: &mut Context,
-        handle: KeyHandle,
-        pk: &PublicKey,
-    ) -> Result<RsaPath, BackendError> {
-        let path = if self.force_raw {
-            RsaPath::Raw
-        } else if self.profile.rsa_pss == RsaPssMode::Native {
-            RsaPath::Native
-        } else {
-            let msg = b"custos TPM PSS self-test";
-            let sig = native_rsa(ctx, handle, Algorithm::PS256, msg)?;
-            if verify_pss_salt32(pk, msg, &sig) {
-                RsaPath::Native
-            } else {
-                tracing::warn!("this TPM's RSASSA-PSS does not use a 32-byte salt");
-                RsaPath::Raw
-            }
-        };
-        tracing::info!(
-            path = if path == RsaPath::Native {
-                "tpm-native"
-            } else {
-                "raw-rsa"
-            },
-            "TPM RSA signing path chosen for a key"
-        );
-        Ok(path)
-    }
-}
-
-fn native_rsa(
-    ctx: &mut Context,
-    handle: KeyHandle,
-    alg: Algorithm,
-    msg: &[u8],
-) -> Result<Vec<u8>, BackendError> {
-    let digest = Digest::try_from(Sha256::digest(msg).to_vec()).map_err(blob_err("digest"))?;
-    let hash_scheme = HashScheme::new(HashingAlgorithm::Sha256);
-    let scheme = if alg == Algorithm::PS256 {
-        SignatureScheme::RsaPss { hash_scheme }
-    } else {
-        SignatureScheme::RsaSsa { hash_scheme }
-    };
-    match ctx
-        .sign(handle, digest, scheme, null_ticket()?)
-        .map_err(tpm_err("signing"))?
-    {
-        Signature::RsaPss(s) | Signature::RsaSsa(s) => Ok(s.signature().value().to_vec()),
-        _ => Err(BackendError::Internal(
-            "the TPM returned an unexpected signature type".into(),
-        )),
-    }
-}
-
-/// Verifies a PS256 signature demanding a 32-byte salt (OpenSSL).
-fn verify_pss_salt32(pk: &PublicKey, msg: &[u8], sig: &[u8]) -> bool {
-    use openssl::{
-        bn::BigNum,
-        hash::MessageDigest,
-        pkey::PKey,
-        rsa::{Padding, Rsa},
-        sign::{RsaPssSaltlen, Verifier},
-    };
-    let PublicKey::Rsa { n, e } = pk else {
-        return false;
-    };
-    let key = (|| {
-        let n = BigNum::from_slice(&hex::decode(n).ok()?).ok()?;
-        let e = BigNum::from_slice(&hex::decode(e).ok()?).ok()?;
-        PKey::from_rsa(Rsa::from_public_components(n, e).ok()?).ok()
-    })();
-    let Some(key) = key else { return false };
-    let Ok(mut v) = Verifier::new(MessageDigest::sha256(), &key) else {
-        return false;
-    };
-    v.set_rsa_padding(Padding::PKCS1_PSS).is_ok()
-        && v.set_rsa_pss_saltlen(RsaPssSaltlen::custom(32)).is_ok()
-        && v.set_rsa_mgf1_md(MessageDigest::sha256()).is_ok()
-        && v.verify_oneshot(sig, msg).unwrap_or(false)
 }
 
 impl KeyBackend for TpmBackend {
@@ -442,45 +256,10 @@ impl KeyBackend for TpmBackend {
                 .as_mut()
                 .ok_or_else(|| BackendError::Unavailable("TPM not connected".into()))?;
             match alg {
-                Algorithm::ES256 => {
-                    let digest = Digest::try_from(Sha256::digest(message).to_vec())
-                        .map_err(blob_err("digest"))?;
-                    let scheme = SignatureScheme::EcDsa {
-                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
-                    };
-                    match ctx
-                        .sign(handle, digest, scheme, null_ticket()?)
-                        .map_err(tpm_err("signing"))?
-                    {
-                        Signature::EcDsa(s) => {
-                            let mut out = pad32(s.signature_r().value())?;
-                            out.extend(pad32(s.signature_s().value())?);
-                            Ok(out)
-                        }
-                        _ => Err(BackendError::Internal(
-                            "unexpected TPM signature type".into(),
-                        )),
-                    }
+                Algorithm::ES256 => sign::ecdsa(ctx, handle, message),
+                Algorithm::PS256 | Algorithm::RS256 => {
+                    sign::rsa(ctx, handle, alg, rsa_path, message)
                 }
-                Algorithm::PS256 | Algorithm::RS256 => match rsa_path {
-                    Some(RsaPath::Native) => native_rsa(ctx, handle, alg, message),
-                    _ => {
-                        let em = if alg == Algorithm::PS256 {
-                            padding::pss_encode_sha256(message, 2048, &rand::random())
-                        } else {
-                            padding::pkcs1_encode_sha256(message, 256)
-                        }
-                        .ok_or_else(|| BackendError::Internal("padding failed".into()))?;
-                        let input = PublicKeyRsa::try_from(em).map_err(blob_err("input"))?;
-                        let out = ctx
-                            .rsa_decrypt(handle, input, RsaDecryptionScheme::Null, Data::default())
-                            .map_err(tpm_err("raw RSA"))?;
-                        let v = out.value();
-                        let mut sig = vec![0u8; 256usize.saturating_sub(v.len())];
-                        sig.extend_from_slice(v);
-                        Ok(sig)
-                    }
-                },
                 other => Err(BackendError::Unsupported(format!(
                     "the TPM backend does not do {other}"
                 ))),
@@ -553,18 +332,4 @@ impl KeyBackend for TpmBackend {
     fn list_keys(&self) -> Result<Vec<KeyRef>, BackendError> {
         super::key_files(&self.dir, ".tpmkey", "tpm", "TPM key blobs")
     }
-}
-
-fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), BackendError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| BackendError::Internal(format!("{}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| BackendError::Internal(format!("{}: {e}", path.display())))
 }
