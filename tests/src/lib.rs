@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod fault;
 pub mod jwe;
 pub mod pki;

@@ -3,6 +3,7 @@
 //! kill -9 loop, and two daemons sharing one token.
 
 use custos_client::{proto, Client, KeysetSpec};
+use custos_e2e::clock::FakeClock;
 use custos_e2e::verify::verify_with_jwks;
 use custos_e2e::{Daemon, DaemonConfig, Hsm};
 use serde_json::Value;
@@ -370,6 +371,115 @@ async fn the_schedule_publishes_promotes_and_ages_keys() {
         "transitions are audited:\n{}",
         d.log_text()
     );
+}
+
+const DAY: i64 = 86_400;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        .try_into()
+        .expect("fits")
+}
+
+/// The schedule at a bank's periods (rotate every 90 days, publish a day
+/// ahead, keep a retired key 7 days) on a wall clock the test moves by days
+/// (libfaketime, `custos_e2e::clock`): nothing happens before its date, each
+/// step happens once its date has passed, and the transitions carry the
+/// daemon's (moved) time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_follows_the_calendar_at_real_periods() {
+    let hsm = Hsm::new();
+    let clock = FakeClock::new(hsm.dir.path());
+    let d = Daemon::start_with(
+        &hsm,
+        DaemonConfig {
+            env: clock.env(),
+            extra_toml: "\n[keyring]\nschedule_tick = \"1s\"\nrefresh = \"1s\"\n".into(),
+            ..DaemonConfig::default()
+        },
+    )
+    .await;
+    let c = d.client().await;
+    let mut s = spec("calendar");
+    s.max_token_lifetime = Some(300);
+    let created = c.create_keyset(s).await.expect("create");
+    let first = active(&created);
+    let t0 = created.created_at;
+    let ks = c
+        .set_policy(proto::SetPolicyRequest {
+            name: "calendar".into(),
+            rotation_period: Some("90d".into()),
+            publish_ahead: Some("1d".into()),
+            retain_for: Some("7d".into()),
+            auto_destroy: Some(false),
+        })
+        .await
+        .expect("policy");
+    let next = ks.next_transition.expect("a scheduled step");
+    assert_eq!(next.action, "rotate");
+    assert!(
+        (t0 + 89 * DAY..=t0 + 89 * DAY + 5).contains(&next.at),
+        "the new key is due 1 day before the 90-day rotation: {next:?}, created {t0}"
+    );
+
+    // A few schedule ticks on the real date: nothing may happen.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ks = c.get_keyset("calendar").await.expect("show");
+    assert_eq!(ks.versions.len(), 1, "nothing is due yet: {ks:?}");
+
+    // 89 days and a minute later: the next key is published, not yet active.
+    clock.set_offset(t0 - now() + 89 * DAY + 60);
+    let ks = wait_for(
+        &c,
+        "calendar",
+        "a pending key",
+        Duration::from_secs(15),
+        |k| k.versions.iter().any(|v| v.state == "pending"),
+    )
+    .await;
+    assert_eq!(active(&ks), first);
+    let pending = ks
+        .versions
+        .iter()
+        .find(|v| v.state == "pending")
+        .expect("pending");
+    let step = &pending.transitions[0];
+    assert_eq!(step.by, "schedule");
+    assert!(
+        step.at >= t0 + 89 * DAY,
+        "the transition carries the daemon's clock, 89 days on: {step:?}, created {t0}"
+    );
+    let pending = pending.kid.clone();
+
+    // Half a day later the rotation is still not due.
+    clock.set_offset(t0 - now() + 89 * DAY + DAY / 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ks = c.get_keyset("calendar").await.expect("show");
+    assert_eq!(active(&ks), first, "promoted early: {ks:?}");
+
+    // Day 90 and 10 minutes (the pending key was published at day 89 + 1 min,
+    // plus a tick): promoted, the first key retired but still published.
+    clock.set_offset(t0 - now() + 90 * DAY + 600);
+    let ks = wait_for(&c, "calendar", "promotion", Duration::from_secs(15), |k| {
+        active(k) == pending
+    })
+    .await;
+    assert_eq!(state(&ks, &first), "retired");
+    assert_eq!(
+        jwks_kids(&c, "calendar").await,
+        vec![pending.clone(), first.clone()]
+    );
+
+    // Day 97 and 20 minutes (it was retired at day 90 + 10 min): the retired key has aged out of the JWKS.
+    clock.set_offset(t0 - now() + 97 * DAY + 1200);
+    wait_for(&c, "calendar", "expiry", Duration::from_secs(15), |k| {
+        state(k, &first) == "disabled"
+    })
+    .await;
+    assert_eq!(jwks_kids(&c, "calendar").await, vec![pending]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
