@@ -340,6 +340,21 @@ impl Gate {
 
     /// Queues a denial's line (the call is refused whether or not it is
     /// written), within the failure-line limit.
+    /// The audit line of a refused call: outcome `denied`, with `detail`
+    /// saying why when it is not the access rules.
+    fn denied(&self, caller: &Caller, operation: &str, keyset: Option<&str>, detail: Option<&str>) {
+        self.deny_line(
+            caller,
+            Event {
+                operation,
+                keyset,
+                outcome: "denied",
+                detail,
+                ..Event::default()
+            },
+        );
+    }
+
     fn deny_line(&self, caller: &Caller, event: Event<'_>) {
         if self.failure_line_allowed(caller) {
             self.audit.record_nowait(caller.to_json(), &event);
@@ -378,6 +393,22 @@ impl Gate {
 
     /// Identifies the caller of `req`, applies the rate limit, and checks it
     /// may perform `operation` on `keyset`. Denials are audited.
+    /// [`Gate::check`] on the request's own keyset (named by `keyset`), and
+    /// the request taken apart: the head of every handler that works on one
+    /// keyset.
+    ///
+    /// # Errors
+    /// As [`Gate::check`].
+    pub(crate) fn admit<T>(
+        &self,
+        request: Request<T>,
+        operation: &str,
+        keyset: impl FnOnce(&T) -> &String,
+    ) -> Result<(Caller, T), Status> {
+        let caller = self.check(&request, operation, Some(keyset(request.get_ref())))?;
+        Ok((caller, request.into_inner()))
+    }
+
     pub(crate) fn check<T>(
         &self,
         req: &Request<T>,
@@ -391,16 +422,7 @@ impl Gate {
             ))));
         };
         if !self.rate_ok(&caller) {
-            self.deny_line(
-                &caller,
-                Event {
-                    operation,
-                    keyset,
-                    outcome: "denied",
-                    detail: Some("rate_limited"),
-                    ..Event::default()
-                },
-            );
+            self.denied(&caller, operation, keyset, Some("rate_limited"));
             crate::metrics::rate_limited();
             return Err(to_status(Error::ResourceExhausted(format!(
                 "{operation}: rate limit of {} requests per second exceeded for {caller}; slow down and retry",
@@ -413,15 +435,7 @@ impl Gate {
         let target = keyset
             .map(|k| format!(" on keyset {k:?}"))
             .unwrap_or_default();
-        self.deny_line(
-            &caller,
-            Event {
-                operation,
-                keyset,
-                outcome: "denied",
-                ..Event::default()
-            },
-        );
+        self.denied(&caller, operation, keyset, None);
         Err(to_status(Error::PermissionDenied(format!(
             "{operation}{target} denied for {caller}: no [[access]] rule grants it"
         ))))

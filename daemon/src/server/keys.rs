@@ -50,10 +50,7 @@ impl KeyAdminService {
         right: &'static str,
         change: fn(&Keyring, &str, &str, &str) -> Result<Keyset, Error>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, right, Some(&request.get_ref().name))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, right, |r| &r.name)?;
         let (name, kid) = (req.name.clone(), req.kid.clone());
         if operation == "disable_version" {
             let guarded = Guarded::DisableVersion {
@@ -104,10 +101,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::CreateKeysetRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "manage", Some(&request.get_ref().name))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "manage", |r| &r.name)?;
         let alg = req.alg.parse().map_err(invalid)?;
         let profile: Profile = req.profile.parse().map_err(invalid)?;
         let purposes = req
@@ -211,10 +205,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::RotateKeysetRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "manage", Some(&request.get_ref().name))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "manage", |r| &r.name)?;
         let name = req.name.clone();
         self.admin(caller, "rotate_keyset", &name, None, move |k, by| {
             k.rotate(&req.name, req.now, by)
@@ -250,10 +241,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::DestroyVersionRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "destroy", Some(&request.get_ref().name))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "destroy", |r| &r.name)?;
         if !req.confirm {
             return Err(to_status(Error::FailedPrecondition(
                 "destroying a key cannot be undone: confirm it (CLI: --yes)".into(),
@@ -281,10 +269,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::CreateCertificateRequestRequest>,
     ) -> Result<Response<pb::CertificateRequest>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "manage", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "manage", |r| &r.keyset)?;
         let keyring = self.keyring.clone();
         let name = req.keyset.clone();
         let result = blocking(move || {
@@ -312,10 +297,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::SetCertificateRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "manage", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "manage", |r| &r.keyset)?;
         let name = req.keyset.clone();
         self.admin(caller, "set_certificate", &name, None, move |k, by| {
             k.set_certificate(&req.keyset, &req.chain_pem, by)
@@ -327,10 +309,7 @@ impl KeyAdmin for KeyAdminService {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::Keyset>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "manage", Some(&request.get_ref().name))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "manage", |r| &r.name)?;
         let dur = |s: Option<String>| s.map(|s| parse_duration(&s)).transpose().map_err(invalid);
         let update = PolicyUpdate {
             rotation_period: match req.rotation_period.as_deref() {

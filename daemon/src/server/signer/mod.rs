@@ -39,10 +39,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignJwtRequest>,
     ) -> Result<Response<pb::SignJwtResponse>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         let purpose: Purpose = req.purpose.parse().map_err(invalid)?;
         let typ = optional(req.typ);
         let claims = claims_of(&req.claims_json);
@@ -72,10 +69,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignJwtBatchRequest>,
     ) -> Result<Response<pb::SignJwtBatchResponse>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         if req.claims_json.is_empty() || req.claims_json.len() > self.max_batch {
             return Err(invalid(format!(
                 "a batch has 1 to {} claim sets (got {}); see [limits] max_batch",
@@ -163,10 +157,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignIdTokenRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         let input = fapi::id_token::IdTokenInput {
             claims: claims_of(&req.claims_json)?,
             code: optional(req.code),
@@ -200,10 +191,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignJarmResponseRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         let params = if req.params_json.trim().is_empty() {
             Map::new()
         } else {
@@ -230,10 +218,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignRequestObjectRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         let claims = claims_of(&req.claims_json)?;
         let life = lifetime(req.lifetime_seconds);
         let ciba = fapi::ciba::is_ciba_kind(&req.kind).map_err(to_status)?;
@@ -258,10 +243,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignIntrospectionResponseRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         let response = claims_of(&req.response_json)?;
         let issuer = optional(req.issuer);
         self.issue(
@@ -291,10 +273,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignJwsInputRequest>,
     ) -> Result<Response<pb::SignJwsInputResponse>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         let purpose: Purpose = req.purpose.parse().map_err(invalid)?;
         let digest = {
             use sha2::{Digest, Sha256};
@@ -342,10 +321,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignTlsHandshakeRequest>,
     ) -> Result<Response<pb::SignTlsHandshakeResponse>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         self.sign_tls(caller, req).await.map(Response::new)
     }
 
@@ -353,10 +329,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignHttpMessageRequest>,
     ) -> Result<Response<pb::SignHttpMessageResponse>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         self.sign_http(caller, req).await.map(Response::new)
     }
 
@@ -364,10 +337,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::SignClientAssertionRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         let life = lifetime(req.lifetime_seconds);
         self.issue(
             caller,
@@ -385,10 +355,7 @@ impl Signer for SignerService {
         request: Request<pb::SignAccessTokenRequest>,
     ) -> Result<Response<pb::SignedToken>, Status> {
         use pb::sign_access_token_request::Binding as B;
-        let caller = self
-            .gate
-            .check(&request, "sign", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "sign", |r| &r.keyset)?;
         let claims = claims_of(&req.claims_json)?;
         let binding = match req.binding {
             None => access_token::Binding::None,
@@ -413,10 +380,7 @@ impl Signer for SignerService {
         &self,
         request: Request<pb::DecryptJweRequest>,
     ) -> Result<Response<pb::DecryptJweResponse>, Status> {
-        let caller = self
-            .gate
-            .check(&request, "decrypt", Some(&request.get_ref().keyset))?;
-        let req = request.into_inner();
+        let (caller, req) = self.gate.admit(request, "decrypt", |r| &r.keyset)?;
         if req.jwe.len() > 256 * 1024 {
             return Err(invalid("the JWE is larger than 256 KiB"));
         }
