@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
 /// A caller's identity.
@@ -44,6 +44,28 @@ pub(crate) enum Caller {
 }
 
 impl Caller {
+    /// The identity in a verified client certificate (DER): its DNS and URI
+    /// subject alternative names and its subject. `None` when it does not
+    /// parse (rustls verified it, so this means a certificate x509-parser
+    /// cannot read).
+    pub(crate) fn from_certificate(der: &[u8]) -> Option<Caller> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let mut sans = Vec::new();
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(d) => sans.push(d.to_string()),
+                    x509_parser::extensions::GeneralName::URI(u) => sans.push(u.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        Some(Caller::Tls {
+            sans,
+            subject: cert.subject().to_string(),
+        })
+    }
+
     /// The identity as a JSON object, for audit lines.
     pub(crate) fn to_json(&self) -> Value {
         match self {
@@ -264,24 +286,8 @@ impl Gate {
                 pid: cred.pid(),
             });
         }
-        let tls = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
-        let certs = tls.peer_certs()?;
-        let leaf = certs.first()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-        let mut sans = Vec::new();
-        if let Ok(Some(ext)) = cert.subject_alternative_name() {
-            for name in &ext.value.general_names {
-                match name {
-                    x509_parser::extensions::GeneralName::DNSName(d) => sans.push(d.to_string()),
-                    x509_parser::extensions::GeneralName::URI(u) => sans.push(u.to_string()),
-                    _ => {}
-                }
-            }
-        }
-        Some(Caller::Tls {
-            sans,
-            subject: cert.subject().to_string(),
-        })
+        let peer = req.extensions().get::<super::tls::TlsPeer>()?;
+        peer.caller.as_deref().cloned()
     }
 
     fn rule_matches(rule: &AccessRule, caller: &Caller) -> bool {

@@ -9,6 +9,7 @@
 //! for `idle_timeout` is closed. The certificate, key, CA and CRLs are read
 //! again on SIGHUP ([`Tls::reload`]); a bad reload keeps the old settings.
 
+use super::caller::Caller;
 use crate::config::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -22,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::Connected;
 
 /// Where the listener's own certificate and key come from.
 #[derive(Debug, Clone)]
@@ -164,16 +165,28 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, St
 /// and is closed after `idle_timeout` without a byte from the client.
 pub(crate) struct Conn {
     inner: TlsStream<TcpStream>,
+    peer: TlsPeer,
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_timeout: Duration,
     _place: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// What every request on one TLS connection carries: the client
+/// certificate's identity, read once when the handshake completed. The
+/// certificate cannot change on an established connection (rustls does not
+/// renegotiate), so parsing it per request would only repeat work.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsPeer {
+    /// The verified client's identity; `None` when its certificate could
+    /// not be parsed (every call is then refused as unidentified).
+    pub(crate) caller: Option<Arc<Caller>>,
+}
+
 impl Connected for Conn {
-    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
+    type ConnectInfo = TlsPeer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        self.peer.clone()
     }
 }
 
@@ -250,8 +263,16 @@ pub(crate) fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        let caller = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .and_then(|leaf| Caller::from_certificate(leaf.as_ref()))
+                            .map(Arc::new);
                         let conn = Conn {
                             inner: stream,
+                            peer: TlsPeer { caller },
                             idle: Box::pin(tokio::time::sleep(idle_timeout)),
                             idle_timeout,
                             _place: place,
