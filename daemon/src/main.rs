@@ -1,5 +1,12 @@
 //! `custosd`: the Custos key custody and signing daemon.
 
+/// With the `mimalloc` feature, custosd allocates through mimalloc: under
+/// load the allocator was ~11% of the daemon's CPU with glibc malloc
+/// (BENCHMARKS.md, per-layer table).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use custos_daemon::Mode;
 use std::path::PathBuf;
