@@ -10,9 +10,11 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The named keyset, key version or backend does not exist.
+    /// The named keyset, key version, backend or request does not exist;
+    /// [`Missing`] says which, by name, so a caller can branch on it (the
+    /// status carries it as `custos-missing` metadata).
     #[error("{0}")]
-    NotFound(String),
+    NotFound(Missing),
     /// The request itself is malformed (bad name, claims that are not a JSON object, ...).
     #[error("{0}")]
     InvalidArgument(String),
@@ -43,19 +45,79 @@ impl Error {
     pub fn detail(&self) -> String {
         self.to_string()
     }
+}
 
-    /// Prefixes the message with where the error happened, keeping the kind.
-    pub fn with_context(self, ctx: &str) -> Self {
-        let at = |m: String| format!("{ctx}: {m}");
+/// What a [`Error::NotFound`] looked for: the typed detail, which survives
+/// to the caller (`server/status.rs` sends the kind and the name as
+/// metadata) instead of only a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Missing {
+    /// A keyset, by name.
+    Keyset {
+        /// The name asked for.
+        name: String,
+    },
+    /// A version of a keyset, by kid.
+    Version {
+        /// The keyset.
+        keyset: String,
+        /// The kid asked for.
+        kid: String,
+    },
+    /// A backend, by name.
+    Backend {
+        /// The name asked for.
+        name: String,
+        /// The configured backends, for the message.
+        known: Vec<String>,
+    },
+    /// A dual-control request, by id.
+    Request {
+        /// The id asked for.
+        id: String,
+    },
+}
+
+impl Missing {
+    /// The kind of thing, as sent in `custos-missing`: `keyset`, `version`,
+    /// `backend` or `request`.
+    pub fn kind(&self) -> &'static str {
         match self {
-            Error::NotFound(m) => Error::NotFound(at(m)),
-            Error::InvalidArgument(m) => Error::InvalidArgument(at(m)),
-            Error::FailedPrecondition(m) => Error::FailedPrecondition(at(m)),
-            Error::AlreadyExists(m) => Error::AlreadyExists(at(m)),
-            Error::PermissionDenied(m) => Error::PermissionDenied(at(m)),
-            Error::ResourceExhausted(m) => Error::ResourceExhausted(at(m)),
-            Error::Unavailable(m) => Error::Unavailable(at(m)),
-            Error::Internal(m) => Error::Internal(at(m)),
+            Missing::Keyset { .. } => "keyset",
+            Missing::Version { .. } => "version",
+            Missing::Backend { .. } => "backend",
+            Missing::Request { .. } => "request",
+        }
+    }
+
+    /// The name (or kid, or id) that was asked for.
+    pub fn name(&self) -> &str {
+        match self {
+            Missing::Keyset { name } | Missing::Backend { name, .. } => name,
+            Missing::Version { kid, .. } => kid,
+            Missing::Request { id } => id,
+        }
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::Keyset { name } => write!(
+                f,
+                "no keyset named {name:?}; `custos keyset list` shows the keysets"
+            ),
+            Missing::Version { keyset, kid } => {
+                write!(f, "keyset {keyset:?} has no version with kid {kid}")
+            }
+            Missing::Backend { name, known } => write!(
+                f,
+                "no backend named {name:?}; configured backends: {known:?}"
+            ),
+            Missing::Request { id } => {
+                write!(f, "no request {id:?}: `custos requests list` shows them")
+            }
         }
     }
 }

@@ -356,10 +356,10 @@ impl Keyset {
             .iter()
             .position(|v| v.kid == kid)
             .ok_or_else(|| {
-                crate::error::Error::NotFound(format!(
-                    "keyset {:?} has no version with kid {kid}",
-                    self.name
-                ))
+                crate::error::Error::NotFound(crate::error::Missing::Version {
+                    keyset: self.name.clone(),
+                    kid: kid.to_string(),
+                })
             })
     }
 

@@ -29,7 +29,7 @@ mod ticks;
 use crate::alg::Algorithm;
 use crate::backend::guard::DeviceGuard;
 use crate::backend::{KeyBackend, KeyRef, PublicKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::jose::jwk;
 use keyset::{KeyVersion, Keyset, Profile, Purpose, VersionState};
 use manifest::Manifest;
@@ -441,10 +441,10 @@ impl Keyring {
 
     fn backend_of(&self, name: &str) -> Result<Arc<dyn KeyBackend>> {
         self.backends.get(name).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "no backend named {name:?}; configured backends: {:?}",
-                self.backend_names()
-            ))
+            Error::NotFound(Missing::Backend {
+                name: name.to_string(),
+                known: self.backend_names(),
+            })
         })
     }
 
@@ -540,9 +540,9 @@ fn names(m: &Manifest, key_ref: &KeyRef) -> bool {
 }
 
 fn not_found(name: &str) -> Error {
-    Error::NotFound(format!(
-        "no keyset named {name:?}; `custos keyset list` shows the keysets"
-    ))
+    Error::NotFound(Missing::Keyset {
+        name: name.to_string(),
+    })
 }
 
 fn already(name: &str) -> Error {

@@ -10,7 +10,7 @@
 //! carried out on that approval. The requester cannot approve, nobody counts
 //! twice, and the operation runs once, exactly as requested.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -228,9 +228,7 @@ impl Request {
 pub(crate) use crate::config::DualControl;
 
 fn no_request(id: &str) -> Error {
-    Error::NotFound(format!(
-        "no request {id:?}: `custos requests list` shows them"
-    ))
+    Error::NotFound(Missing::Request { id: id.to_string() })
 }
 
 impl super::Keyring {
@@ -257,10 +255,10 @@ impl super::Keyring {
         let ks = self.keyset(guarded.keyset())?;
         if let Some(kid) = guarded.kid() {
             if !ks.versions.iter().any(|v| v.kid == kid) {
-                return Err(Error::NotFound(format!(
-                    "keyset {:?} has no version {kid}",
-                    ks.name
-                )));
+                return Err(Error::NotFound(Missing::Version {
+                    keyset: ks.name.clone(),
+                    kid: kid.to_string(),
+                }));
             }
         }
         let request = Request::new(guarded, by, super::now(), dc.ttl, dc.approvals);

@@ -4,12 +4,23 @@ use crate::backend::guard::DeviceGuard;
 use crate::error::Error;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use tonic::metadata::MetadataValue;
 use tonic::Status;
 
 /// Converts a domain error into the gRPC status a caller acts on.
 pub(crate) fn to_status(e: Error) -> Status {
     match e {
-        Error::NotFound(m) => Status::not_found(m),
+        Error::NotFound(missing) => {
+            let mut status = Status::not_found(missing.to_string());
+            let meta = status.metadata_mut();
+            meta.insert("custos-missing", MetadataValue::from_static(missing.kind()));
+            // Names are ASCII by the keyring's rules; one that is not a valid
+            // header value is left to the message.
+            if let Ok(v) = MetadataValue::try_from(missing.name()) {
+                meta.insert("custos-missing-name", v);
+            }
+            status
+        }
         Error::InvalidArgument(m) => Status::invalid_argument(m),
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::AlreadyExists(m) => Status::already_exists(m),
@@ -150,5 +161,37 @@ pub(crate) async fn blocking<T: Send + 'static>(
         Err(e) => Err(to_status(Error::Internal(format!(
             "device task failed: {e}"
         )))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Missing;
+
+    #[test]
+    fn not_found_carries_what_was_missing_as_metadata() {
+        let s = to_status(Error::NotFound(Missing::Version {
+            keyset: "id".into(),
+            kid: "k-1".into(),
+        }));
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.message(), "keyset \"id\" has no version with kid k-1");
+        assert_eq!(s.metadata().get("custos-missing").unwrap(), "version");
+        assert_eq!(s.metadata().get("custos-missing-name").unwrap(), "k-1");
+        // A name that is no header value stays in the message only.
+        let s = to_status(Error::NotFound(Missing::Keyset {
+            name: "bad\nname".into(),
+        }));
+        assert_eq!(s.metadata().get("custos-missing").unwrap(), "keyset");
+        assert!(s.metadata().get("custos-missing-name").is_none());
+    }
+
+    #[test]
+    fn internal_detail_stays_in_the_log() {
+        let s = to_status(Error::Internal("/var/lib/custos/secret-path: EIO".into()));
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(!s.message().contains("secret-path"), "{}", s.message());
+        assert!(s.message().contains("reference"), "{}", s.message());
     }
 }
