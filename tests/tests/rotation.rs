@@ -307,6 +307,36 @@ async fn wait_for(
     }
 }
 
+/// A schedule policy (no auto-destroy) for keyset `name`.
+fn schedule(name: &str, rotation: &str, ahead: &str, retain: &str) -> proto::SetPolicyRequest {
+    proto::SetPolicyRequest {
+        name: name.into(),
+        rotation_period: Some(rotation.into()),
+        publish_ahead: Some(ahead.into()),
+        retain_for: Some(retain.into()),
+        auto_destroy: Some(false),
+    }
+}
+
+/// Waits until keyset `name` has a pending version: the keyset, and that version.
+async fn wait_for_pending(
+    c: &Client,
+    name: &str,
+    limit: Duration,
+) -> (proto::Keyset, proto::KeyVersion) {
+    let ks = wait_for(c, name, "a pending key", limit, |k| {
+        k.versions.iter().any(|v| v.state == "pending")
+    })
+    .await;
+    let pending = ks
+        .versions
+        .iter()
+        .find(|v| v.state == "pending")
+        .expect("pending")
+        .clone();
+    (ks, pending)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedule_publishes_promotes_and_ages_keys() {
     let hsm = Hsm::new();
@@ -315,28 +345,13 @@ async fn the_schedule_publishes_promotes_and_ages_keys() {
     let mut s = spec("sched");
     s.max_token_lifetime = Some(2);
     let first = active(&c.create_keyset(s).await.expect("create"));
-    c.set_policy(proto::SetPolicyRequest {
-        name: "sched".into(),
-        rotation_period: Some("4s".into()),
-        publish_ahead: Some("2s".into()),
-        retain_for: Some("3s".into()),
-        auto_destroy: Some(false),
-    })
-    .await
-    .expect("policy");
+    c.set_policy(schedule("sched", "4s", "2s", "3s"))
+        .await
+        .expect("policy");
     // ~2 s after creation a pending key appears (published 2 s ahead of the 4 s rotation).
-    let ks = wait_for(&c, "sched", "a pending key", Duration::from_secs(10), |k| {
-        k.versions.iter().any(|v| v.state == "pending")
-    })
-    .await;
+    let (ks, pending) = wait_for_pending(&c, "sched", Duration::from_secs(10)).await;
     assert_eq!(active(&ks), first);
-    let pending = ks
-        .versions
-        .iter()
-        .find(|v| v.state == "pending")
-        .expect("pending")
-        .kid
-        .clone();
+    let pending = pending.kid;
     assert_eq!(
         jwks_kids(&c, "sched").await,
         vec![first.clone(), pending.clone()]
@@ -409,13 +424,7 @@ async fn the_schedule_follows_the_calendar_at_real_periods() {
     let first = active(&created);
     let t0 = created.created_at;
     let ks = c
-        .set_policy(proto::SetPolicyRequest {
-            name: "calendar".into(),
-            rotation_period: Some("90d".into()),
-            publish_ahead: Some("1d".into()),
-            retain_for: Some("7d".into()),
-            auto_destroy: Some(false),
-        })
+        .set_policy(schedule("calendar", "90d", "1d", "7d"))
         .await
         .expect("policy");
     let next = ks.next_transition.expect("a scheduled step");
@@ -432,27 +441,15 @@ async fn the_schedule_follows_the_calendar_at_real_periods() {
 
     // 89 days and a minute later: the next key is published, not yet active.
     clock.set_offset(t0 - now() + 89 * DAY + 60);
-    let ks = wait_for(
-        &c,
-        "calendar",
-        "a pending key",
-        Duration::from_secs(15),
-        |k| k.versions.iter().any(|v| v.state == "pending"),
-    )
-    .await;
+    let (ks, pending) = wait_for_pending(&c, "calendar", Duration::from_secs(15)).await;
     assert_eq!(active(&ks), first);
-    let pending = ks
-        .versions
-        .iter()
-        .find(|v| v.state == "pending")
-        .expect("pending");
     let step = &pending.transitions[0];
     assert_eq!(step.by, "schedule");
     assert!(
         step.at >= t0 + 89 * DAY,
         "the transition carries the daemon's clock, 89 days on: {step:?}, created {t0}"
     );
-    let pending = pending.kid.clone();
+    let pending = pending.kid;
 
     // Half a day later the rotation is still not due.
     clock.set_offset(t0 - now() + 89 * DAY + DAY / 2);

@@ -344,25 +344,18 @@ impl Gate {
         self.audit.record(caller.to_json(), event).await
     }
 
-    /// Queues a denial's line (the call is refused whether or not it is
-    /// written), within the failure-line limit.
-    /// The audit line of a refused call: outcome `denied`, with `detail`
-    /// saying why when it is not the access rules.
+    /// Queues the audit line of a refused call (the call is refused whether
+    /// or not it is written), within the failure-line limit: outcome
+    /// `denied`, with `detail` saying why when it is not the access rules.
     fn denied(&self, caller: &Caller, operation: &str, keyset: Option<&str>, detail: Option<&str>) {
-        self.deny_line(
-            caller,
-            Event {
+        if self.failure_line_allowed(caller) {
+            let event = Event {
                 operation,
                 keyset,
                 outcome: "denied",
                 detail,
                 ..Event::default()
-            },
-        );
-    }
-
-    fn deny_line(&self, caller: &Caller, event: Event<'_>) {
-        if self.failure_line_allowed(caller) {
+            };
             self.audit.record_nowait(caller.to_json(), &event);
         }
     }
@@ -397,8 +390,6 @@ impl Gate {
         true
     }
 
-    /// Identifies the caller of `req`, applies the rate limit, and checks it
-    /// may perform `operation` on `keyset`. Denials are audited.
     /// [`Gate::check`] on the request's own keyset (named by `keyset`), and
     /// the request taken apart: the head of every handler that works on one
     /// keyset.
@@ -415,6 +406,8 @@ impl Gate {
         Ok((caller, request.into_inner()))
     }
 
+    /// Identifies the caller of `req`, applies the rate limit, and checks it
+    /// may perform `operation` on `keyset`. Denials are audited.
     pub(crate) fn check<T>(
         &self,
         req: &Request<T>,

@@ -39,8 +39,11 @@ pub(super) fn map(what: &str, e: CkError) -> BackendError {
                 | RvError::GeneralError
                 | RvError::CryptokiNotInitialized
                 | RvError::SessionCount => BackendError::Unavailable(detail),
+                // Refused, not Unavailable: no retry path may log in again
+                // with the same PIN (each wrong try counts toward the
+                // token's lockout).
                 RvError::PinIncorrect | RvError::PinExpired | RvError::PinLocked => {
-                    BackendError::Unavailable(format!(
+                    BackendError::Refused(format!(
                         "{what}: the token refused the PIN ({rv:?}); check the backend's `pin` source"
                     ))
                 }
@@ -57,5 +60,35 @@ pub(super) fn map(what: &str, e: CkError) -> BackendError {
         }
         CkError::LibraryLoading(_) => BackendError::Unavailable(format!("{what}: {e}")),
         _ => BackendError::Internal(format!("{what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki::context::Function;
+
+    #[test]
+    fn a_refused_pin_is_refused_and_never_a_retryable_outage() {
+        for rv in [
+            RvError::PinIncorrect,
+            RvError::PinExpired,
+            RvError::PinLocked,
+        ] {
+            let e = map(
+                "logging in to the token",
+                CkError::Pkcs11(rv, Function::Login),
+            );
+            assert!(matches!(e, BackendError::Refused(_)), "{rv:?}: {e:?}");
+            assert!(
+                e.to_string().contains("check the backend's `pin` source"),
+                "{e}"
+            );
+        }
+        let e = map(
+            "signing",
+            CkError::Pkcs11(RvError::DeviceError, Function::Sign),
+        );
+        assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
     }
 }
