@@ -333,6 +333,25 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until the log holds `needle` at least `count` times and returns the
+    /// log. A line about an event the client has already seen (a refused handshake, a reload)
+    /// may reach the log a moment after the client's call returns, so tests wait for it rather
+    /// than read the log once.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if log.matches(needle).count() >= count {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log has {needle:?} fewer than {count} times:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A connected client.
     pub async fn client(&self) -> Client {
         Client::connect_unix(&self.socket)

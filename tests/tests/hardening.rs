@@ -764,15 +764,7 @@ async fn tls_listener_refuses_revoked_certificates_after_sighup_and_bounds_conne
         .status()
         .expect("kill")
         .success());
-    let start = Instant::now();
-    while !d.log_text().contains("TLS files re-read") {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_for_log("TLS files re-read", 1).await;
     let r = match tokio::time::timeout(
         Duration::from_secs(5),
         tls_client(&url, &as_cert, &as_key, &ca),
@@ -784,11 +776,7 @@ async fn tls_listener_refuses_revoked_certificates_after_sighup_and_bounds_conne
         Err(_) => panic!("the handshake neither completed nor failed"),
     };
     assert!(r.is_err(), "a revoked certificate must be refused");
-    let start = Instant::now();
-    while !d.log_text().contains("TLS handshake refused") {
-        assert!(start.elapsed() < Duration::from_secs(5), "{}", d.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_for_log("TLS handshake refused", 1).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let c2 = tls_client(&url, &as2_cert, &as2_key, &ca)
         .await

@@ -345,18 +345,6 @@ fn hup(d: &Daemon) {
     assert!(ok.success());
 }
 
-async fn wait_log(d: &Daemon, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.log_text().matches(needle).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?}:\n{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The subject CN the TLS listener presents now (openssl s_client).
 fn served_certificate(port: u16, cert: &Path, key: &Path, ca: &Path) -> String {
     let out = Command::new("openssl")
@@ -452,7 +440,7 @@ async fn sighup_changes_access_rules_and_tls_under_load_and_refuses_a_broken_con
         std::fs::write(&d.config, text + &appended).expect("config");
     }
     hup(&d);
-    wait_log(&d, "configuration reloaded", 1).await;
+    d.wait_for_log("configuration reloaded", 1).await;
     b.sign_jwt("gen", "generic", None, "{}")
         .await
         .expect("b is allowed after the reload, on its existing connection");
@@ -465,7 +453,7 @@ async fn sighup_changes_access_rules_and_tls_under_load_and_refuses_a_broken_con
         &format!("{appended}colour = \"red\"\n"),
     );
     hup(&d);
-    wait_log(&d, "reload refused", 1).await;
+    d.wait_for_log("reload refused", 1).await;
     b.sign_jwt("gen", "generic", None, "{}")
         .await
         .expect("the old configuration still serves");
@@ -477,7 +465,7 @@ async fn sighup_changes_access_rules_and_tls_under_load_and_refuses_a_broken_con
         "[backends.hsm]\ncall_timeout = \"3s\"",
     );
     hup(&d);
-    wait_log(&d, "reload refused", 2).await;
+    d.wait_for_log("reload refused", 2).await;
     assert!(d.log_text().contains("[backends]"), "{}", d.log_text());
 
     tokio::time::sleep(Duration::from_millis(300)).await;
