@@ -194,6 +194,24 @@ pub fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The audit log's lines once `done` holds for them, polling for up to ten
+/// seconds. A denial is audited without holding up the refused call, so its
+/// line may land a moment after the client has seen the refusal; tests wait
+/// for the lines they count rather than read the file once.
+pub async fn wait_for_audit(
+    path: &Path,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = audit_lines(path);
+        if done(&lines) || Instant::now() >= deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The `[[access]]` rule the harness adds for the test process's own uid
 /// (the daemon's owner, who has no signing rights by default).
 pub fn grant_self() -> String {

@@ -3,7 +3,7 @@
 
 use custos_client::{Client, KeysetSpec};
 use custos_e2e::pki::{tls_client, uri, Pki};
-use custos_e2e::{as_uid, audit_lines, bin, free_port, shared_dir, Daemon, DaemonConfig, Hsm};
+use custos_e2e::{as_uid, bin, free_port, shared_dir, wait_for_audit, Daemon, DaemonConfig, Hsm};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -65,10 +65,12 @@ async fn another_uid_is_refused_until_a_policy_grants_it_and_only_what_it_grants
         "{}",
         stderr(&out)
     );
-    let denials: Vec<Value> = audit_lines(&audit)
-        .into_iter()
-        .filter(|l| l["outcome"] == "denied")
-        .collect();
+    let denials: Vec<Value> =
+        wait_for_audit(&audit, |ls| ls.iter().any(|l| l["outcome"] == "denied"))
+            .await
+            .into_iter()
+            .filter(|l| l["outcome"] == "denied")
+            .collect();
     assert_eq!(denials.len(), 1);
     assert_eq!(denials[0]["caller"]["uid"], 65534);
     assert_eq!(denials[0]["keyset"], "as-id");
@@ -192,7 +194,10 @@ async fn another_uid_is_refused_until_a_policy_grants_it_and_only_what_it_grants
     }
 
     // Every sign and every denial has its audit line with the right caller and kid.
-    let lines = audit_lines(&audit);
+    let lines = wait_for_audit(&audit, |ls| {
+        ls.iter().filter(|l| l["outcome"] == "denied").count() >= 4
+    })
+    .await;
     let signs: Vec<&Value> = lines
         .iter()
         .filter(|l| l["operation"] == "sign_jwt" && l["outcome"] == "ok")

@@ -86,9 +86,17 @@ async fn metrics_move_with_the_operations_and_pass_promtool() {
     sign_n(&c, 50).await;
     // An unknown keyset is counted without its name.
     let _ = c.sign_jwt("no-such-keyset", "generic", None, "{}").await;
-    // Backend and keyring gauges are updated every two seconds.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let after = scrape(port);
+    // Backend and keyring gauges are updated every two seconds: scrape until
+    // the keyring gauge has been set (a slow machine may need a second round).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = scrape(port);
+        let keys = "custos_keys{keyset=\"gen\",state=\"active\"}";
+        if sample(&text, keys).is_some() || Instant::now() >= deadline {
+            break text;
+        }
+    };
     assert_eq!(sample(&after, ops), Some(250.0), "{after}");
     assert_eq!(sample(&after, rpcs), Some(250.0), "{after}");
     assert_eq!(
@@ -477,13 +485,15 @@ async fn sighup_changes_access_rules_and_tls_under_load_and_refuses_a_broken_con
     assert!(failures.is_empty(), "in-flight calls failed: {failures:?}");
     assert!(done.load(Ordering::Relaxed) > 20, "the load ran");
 
-    // Each reload is audited with its outcome.
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
-        .expect("audit")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .filter(|l: &serde_json::Value| l["operation"] == "config_reload")
-        .collect();
+    // Each reload is audited with its outcome (waiting for the third line,
+    // which may land a moment after the log line the test waited for).
+    let reloads = |ls: &[serde_json::Value]| {
+        ls.iter()
+            .filter(|l| l["operation"] == "config_reload")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let lines = reloads(&custos_e2e::wait_for_audit(&audit, |ls| reloads(ls).len() >= 3).await);
     let outcomes: BTreeMap<String, usize> = lines.iter().fold(BTreeMap::new(), |mut m, l| {
         *m.entry(l["outcome"].as_str().unwrap_or("").to_string())
             .or_default() += 1;
