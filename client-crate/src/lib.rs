@@ -64,6 +64,28 @@ impl Error {
             Error::Connect { .. } | Error::Input(_) => None,
         }
     }
+
+    /// For an UNAVAILABLE answer, what was down: `device`, `keyring-store`,
+    /// `audit-log` or `contention` (the daemon's `custos-unavailable`
+    /// metadata). `device` is the one worth sending to another custosd.
+    pub fn outage(&self) -> Option<&str> {
+        self.metadata("custos-unavailable")
+    }
+
+    /// The backend a device outage names (`custos-backend`), when known.
+    pub fn backend(&self) -> Option<&str> {
+        self.metadata("custos-backend")
+    }
+
+    /// For a NOT_FOUND answer, what was missing: `keyset`, `version`,
+    /// `backend` or `request` (`custos-missing`).
+    pub fn missing(&self) -> Option<&str> {
+        self.metadata("custos-missing")
+    }
+
+    fn metadata(&self, key: &str) -> Option<&str> {
+        self.status()?.metadata().get(key)?.to_str().ok()
+    }
 }
 
 /// Options for creating a keyset.

@@ -31,9 +31,12 @@ pub enum Error {
     /// partition); slowing down and retrying helps.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// The key device (HSM/TPM) cannot be reached or is not answering; retrying may help.
+    /// Something the operation needs is not answering; [`Outage`] says what
+    /// (the key device, the keyring store, the audit log), so a caller can
+    /// fail over or alert the right team (the status carries it as
+    /// `custos-unavailable` metadata). Retrying later may help.
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(Outage),
     /// A fault inside Custos or its state directory. The message goes to the
     /// daemon log; the caller gets a reference to it, not the detail.
     #[error("{0}")]
@@ -118,6 +121,70 @@ impl std::fmt::Display for Missing {
             Missing::Request { id } => {
                 write!(f, "no request {id:?}: `custos requests list` shows them")
             }
+        }
+    }
+}
+
+/// What an [`Error::Unavailable`] waited on: the typed detail a caller
+/// branches on. An authorization server that sees `device` can send the
+/// call to another custosd; `audit-log` means nothing is signed anywhere
+/// the log is shared until the disk or sink is fixed; `keyring-store` stops
+/// key administration while signing goes on for `max_stale`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outage {
+    /// A key device (HSM or TPM) is unreachable, refused the login, or did
+    /// not answer within its deadline.
+    Device {
+        /// The backend's name, where the failing layer knows it.
+        backend: Option<String>,
+        /// What happened, for the person reading it.
+        detail: String,
+    },
+    /// The shared keyring store (etcd) is not answering.
+    KeyringStore(String),
+    /// The audit log (file or sink) cannot take the line, and it is
+    /// required, so the operation was not performed.
+    AuditLog(String),
+    /// Other writers kept changing the keyring under this one; a retry
+    /// normally succeeds.
+    Contention(String),
+}
+
+impl Outage {
+    /// A device outage, with the backend's name when it is known.
+    pub fn device(backend: Option<&str>, detail: impl Into<String>) -> Self {
+        Outage::Device {
+            backend: backend.map(str::to_string),
+            detail: detail.into(),
+        }
+    }
+
+    /// The kind, as sent in `custos-unavailable`: `device`,
+    /// `keyring-store`, `audit-log` or `contention`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outage::Device { .. } => "device",
+            Outage::KeyringStore(_) => "keyring-store",
+            Outage::AuditLog(_) => "audit-log",
+            Outage::Contention(_) => "contention",
+        }
+    }
+
+    /// The backend at fault, for a device outage whose backend is known.
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            Outage::Device { backend, .. } => backend.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outage::Device { detail, .. } => f.write_str(detail),
+            Outage::KeyringStore(m) | Outage::AuditLog(m) | Outage::Contention(m) => f.write_str(m),
         }
     }
 }

@@ -475,6 +475,7 @@ async fn limits_audit_failures_and_socket_safety() {
         .expect_err("audit failure fails the operation");
     assert_eq!(e.status().expect("s").code(), Code::Unavailable);
     assert!(e.status().expect("s").message().contains("audit"));
+    assert_eq!(e.outage(), Some("audit-log"), "{e}");
     // Rate limit: the bucket of 5 runs out within a quick burst.
     let mut exhausted = 0;
     for _ in 0..30 {

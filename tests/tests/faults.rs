@@ -218,6 +218,7 @@ async fn one_broken_session_is_retried_on_a_fresh_one_and_the_caller_never_sees_
         .await
         .expect_err("the retry failed too");
     assert_eq!(e.status().expect("status").code(), tonic::Code::Unavailable);
+    assert_eq!(e.outage(), Some("device"), "{e}");
     weather.clear();
     c.sign_jwt("as-gen", "generic", None, "{}")
         .await

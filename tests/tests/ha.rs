@@ -318,6 +318,14 @@ async fn a_stopped_etcd_stops_administration_cleanly_and_never_signing() {
         .expect("status");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("etcd"), "{}", status.message());
+    assert_eq!(
+        status
+            .metadata()
+            .get("custos-unavailable")
+            .and_then(|v| v.to_str().ok()),
+        Some("keyring-store"),
+        "{status:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",

@@ -230,6 +230,11 @@ async fn a_stuck_network_hsm_stops_only_its_own_keysets_and_recovers_without_a_r
     let e = r.expect_err("a stuck device cannot sign");
     assert_eq!(code(&e), Some(Code::Unavailable), "{e}");
     assert!(e.to_string().contains("\"hsm\""), "names the backend: {e}");
+    assert_eq!(
+        (e.outage(), e.backend()),
+        (Some("device"), Some("hsm")),
+        "{e}"
+    );
     assert!(
         start.elapsed() < Duration::from_secs(6),
         "{:?}",
@@ -399,6 +404,7 @@ async fn a_stuck_audit_disk_fails_signing_in_time_and_never_stops_verification()
     let e = refused.expect("once the disk is stuck, required audit refuses signing");
     assert_eq!(code(&e), Some(Code::Unavailable), "{e}");
     assert!(e.to_string().contains("audit"), "{e}");
+    assert_eq!(e.outage(), Some("audit-log"), "{e}");
     // Verification (no audit line for valid tokens) answers meanwhile.
     for _ in 0..20 {
         let v = tokio::time::timeout(

@@ -251,6 +251,7 @@ async fn daemon_and_tpm_restarts_are_survived() {
         .expect_err("no TPM");
     assert_eq!(e.status().expect("status").code(), tonic::Code::Unavailable);
     assert!(e.status().expect("status").message().contains("TPM"), "{e}");
+    assert_eq!(e.outage(), Some("device"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

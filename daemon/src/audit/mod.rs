@@ -18,7 +18,7 @@ mod sink;
 use sink::{open_file, put, rfc3339_now, Sink};
 
 use crate::config::AuditConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Outage, Result};
 use chain::Chain;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -274,11 +274,11 @@ impl Auditor {
                     capacity = self.capacity,
                     "audit queue full; refusing the operation"
                 );
-                Err(Error::Unavailable(format!(
+                Err(Error::Unavailable(Outage::AuditLog(format!(
                     "the audit log is not keeping up (its queue of {} lines is full); the operation \
                      was not performed; check the audit file's disk",
                     self.capacity
-                )))
+                ))))
             }
             Err(TrySendError::Full(_)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -296,10 +296,10 @@ impl Auditor {
 
     fn not_written(&self) -> Error {
         crate::metrics::audit_failure();
-        Error::Unavailable(format!(
+        Error::Unavailable(Outage::AuditLog(format!(
             "the audit log could not be written within {} s; the operation was not performed",
             self.write_timeout.as_secs()
-        ))
+        )))
     }
 }
 

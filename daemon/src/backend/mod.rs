@@ -157,7 +157,7 @@ impl From<BackendError> for Error {
     fn from(e: BackendError) -> Self {
         match e {
             BackendError::Unavailable(_) | BackendError::Refused(_) => {
-                Error::Unavailable(e.to_string())
+                Error::Unavailable(crate::error::Outage::device(None, e.to_string()))
             }
             BackendError::KeyNotFound(_) => Error::FailedPrecondition(format!(
                 "{e}; run `custos doctor` to compare the token with the keyring"

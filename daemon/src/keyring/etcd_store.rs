@@ -18,7 +18,7 @@
 
 use super::manifest::{self, Manifest};
 use super::store::{Commit, ManifestStore};
-use crate::error::{Error, Result};
+use crate::error::{Error, Outage, Result};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp, WatchOptions};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -77,11 +77,11 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 fn unavailable(settings: &EtcdSettings, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(format!(
+    Error::Unavailable(Outage::KeyringStore(format!(
         "the keyring store (etcd at {}) {what}: {e}; signing goes on with the last manifest, \
          key administration waits until etcd answers",
         settings.endpoints.join(",")
-    ))
+    )))
 }
 
 impl EtcdStore {

@@ -29,7 +29,7 @@ mod ticks;
 use crate::alg::Algorithm;
 use crate::backend::guard::DeviceGuard;
 use crate::backend::{KeyBackend, KeyRef, PublicKey};
-use crate::error::{Error, Missing, Result};
+use crate::error::{Error, Missing, Outage, Result};
 use crate::jose::jwk;
 use keyset::{KeyVersion, Keyset, Profile, Purpose, VersionState};
 use manifest::Manifest;
@@ -397,9 +397,9 @@ impl Keyring {
                 }
             }
         }
-        Err(Error::Unavailable(
+        Err(Error::Unavailable(Outage::Contention(
             "the keyring manifest kept changing under this write; try again".into(),
-        ))
+        )))
     }
 
     /// One keyset by name.
@@ -479,12 +479,12 @@ impl Keyring {
         };
         let limit = self.max_stale.get().copied().unwrap_or(3600);
         if silence > limit {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::Unavailable(Outage::KeyringStore(format!(
                 "the keyring store ({}) has not answered for {silence} s, more than [keyring] \
                  max_stale ({limit} s): a key disabled on another daemon could still sign here, \
                  so signing waits until the store is back",
                 self.store.describe()
-            )));
+            ))));
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The one mapping from the domain [`Error`] to a gRPC [`Status`].
 
 use crate::backend::guard::DeviceGuard;
-use crate::error::Error;
+use crate::error::{Error, Outage};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tonic::metadata::MetadataValue;
@@ -26,7 +26,20 @@ pub(crate) fn to_status(e: Error) -> Status {
         Error::AlreadyExists(m) => Status::already_exists(m),
         Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::ResourceExhausted(m) => Status::resource_exhausted(m),
-        Error::Unavailable(m) => Status::unavailable(m),
+        Error::Unavailable(outage) => {
+            let mut status = Status::unavailable(outage.to_string());
+            let meta = status.metadata_mut();
+            meta.insert(
+                "custos-unavailable",
+                MetadataValue::from_static(outage.kind()),
+            );
+            // Backend names are ASCII by the config's rules; one that is not
+            // a valid header value is left to the message.
+            if let Some(Ok(v)) = outage.backend().map(MetadataValue::try_from) {
+                meta.insert("custos-backend", v);
+            }
+            status
+        }
         Error::Internal(m) => {
             // The detail (paths, device codes) is for the operator's log, not
             // for every caller: the caller gets a reference to find it there.
@@ -82,7 +95,8 @@ pub(crate) async fn on_thread<T: Send + 'static>(
 ) -> Result<T, Status> {
     let started = tokio::time::Instant::now();
     let Some(slot) = guard.wait_thread_slot(guard.timeout).await else {
-        return Err(Status::unavailable(
+        return Err(unavailable(
+            guard,
             if guard.overdue() >= guard.max_threads() {
                 format!(
                 "backend {:?} is not answering: all {} of its device threads wait on calls past \
@@ -133,14 +147,26 @@ pub(crate) async fn on_thread<T: Send + 'static>(
             }
             tracing::error!(backend = %guard.name, timeout_ms = guard.timeout.as_millis() as u64,
                 "device call past its deadline; the request gets UNAVAILABLE");
-            Err(Status::unavailable(format!(
-                "backend {:?} did not answer within {} ms; the call was abandoned (other backends \
-                 are unaffected); retry later",
-                guard.name,
-                guard.timeout.as_millis()
-            )))
+            Err(unavailable(
+                guard,
+                format!(
+                    "backend {:?} did not answer within {} ms; the call was abandoned (other \
+                     backends are unaffected); retry later",
+                    guard.name,
+                    guard.timeout.as_millis()
+                ),
+            ))
         }
     }
+}
+
+/// UNAVAILABLE for a device call the guard gave up on, through the one
+/// mapping, naming the backend in the metadata as well as the message.
+fn unavailable(guard: &DeviceGuard, detail: String) -> Status {
+    to_status(Error::Unavailable(Outage::device(
+        Some(&guard.name),
+        detail,
+    )))
 }
 
 fn joined_status<T>(joined: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Status> {
@@ -185,6 +211,26 @@ mod tests {
         }));
         assert_eq!(s.metadata().get("custos-missing").unwrap(), "keyset");
         assert!(s.metadata().get("custos-missing-name").is_none());
+    }
+
+    #[test]
+    fn unavailable_says_what_is_down_as_metadata() {
+        let s = to_status(Error::Unavailable(Outage::device(
+            Some("hsm"),
+            "backend \"hsm\" did not answer",
+        )));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(s.message(), "backend \"hsm\" did not answer");
+        assert_eq!(s.metadata().get("custos-unavailable").unwrap(), "device");
+        assert_eq!(s.metadata().get("custos-backend").unwrap(), "hsm");
+        let s = to_status(Error::Unavailable(Outage::AuditLog("disk full".into())));
+        assert_eq!(s.metadata().get("custos-unavailable").unwrap(), "audit-log");
+        assert!(s.metadata().get("custos-backend").is_none());
+        let s = to_status(Error::Unavailable(Outage::KeyringStore("etcd".into())));
+        assert_eq!(
+            s.metadata().get("custos-unavailable").unwrap(),
+            "keyring-store"
+        );
     }
 
     #[test]
