@@ -83,6 +83,14 @@ impl Error {
         self.metadata("custos-missing")
     }
 
+    /// For a RESOURCE_EXHAUSTED answer (the rate limit), how long to wait
+    /// before the next call can succeed (the standard `google.rpc.RetryInfo`
+    /// detail).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        use tonic_types::StatusExt;
+        self.status()?.get_details_retry_info()?.retry_delay
+    }
+
     fn metadata(&self, key: &str) -> Option<&str> {
         self.status()?.metadata().get(key)?.to_str().ok()
     }

@@ -27,10 +27,11 @@ pub enum Error {
     /// The caller is not allowed to do this.
     #[error("{0}")]
     PermissionDenied(String),
-    /// The caller has used up a quota (the rate limit, a replay cache
-    /// partition); slowing down and retrying helps.
+    /// The caller has used up a quota (the rate limit); slowing down and
+    /// retrying helps, and [`Exhausted::retry_after`] says when (the status
+    /// carries it as the standard `google.rpc.RetryInfo` detail).
     #[error("{0}")]
-    ResourceExhausted(String),
+    ResourceExhausted(Exhausted),
     /// Something the operation needs is not answering; [`Outage`] says what
     /// (the key device, the keyring store, the audit log), so a caller can
     /// fail over or alert the right team (the status carries it as
@@ -186,6 +187,22 @@ impl std::fmt::Display for Outage {
             Outage::Device { detail, .. } => f.write_str(detail),
             Outage::KeyringStore(m) | Outage::AuditLog(m) | Outage::Contention(m) => f.write_str(m),
         }
+    }
+}
+
+/// What a [`Error::ResourceExhausted`] ran out of, and when trying again
+/// can succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exhausted {
+    /// What was used up, for the person reading it.
+    pub detail: String,
+    /// How long until the quota has room again, when that is known.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl std::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
     }
 }
 

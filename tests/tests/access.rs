@@ -478,13 +478,25 @@ async fn limits_audit_failures_and_socket_safety() {
     assert_eq!(e.outage(), Some("audit-log"), "{e}");
     // Rate limit: the bucket of 5 runs out within a quick burst.
     let mut exhausted = 0;
+    let mut wait = None;
     for _ in 0..30 {
         if let Err(e) = c.list_keysets().await {
             assert_eq!(e.status().expect("s").code(), Code::ResourceExhausted);
             exhausted += 1;
+            wait = e.retry_after();
+            // Five a second: the next token is at most 200 ms away.
+            assert!(
+                wait.is_some_and(
+                    |w| w > std::time::Duration::ZERO && w <= std::time::Duration::from_millis(200)
+                ),
+                "RetryInfo says when: {wait:?}"
+            );
         }
     }
     assert!(exhausted >= 20, "rate limited {exhausted} of 30");
+    // A caller that waits as long as RetryInfo said gets through.
+    tokio::time::sleep(wait.expect("a refusal")).await;
+    c.list_keysets().await.expect("after the RetryInfo delay");
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     // A request above max_request_bytes is refused by the transport, not a crash.
     let big = format!("{{\"a\":\"{}\"}}", "x".repeat(16 * 1024));

@@ -13,12 +13,12 @@
 use super::status::to_status;
 use crate::audit::{Auditor, Event};
 use crate::config::{AccessRule, LimitsConfig};
-use crate::error::Error;
+use crate::error::{Error, Exhausted};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
@@ -157,8 +157,10 @@ struct Buckets(Mutex<HashMap<String, Bucket>>);
 
 impl Buckets {
     /// Takes one token from `key`'s bucket: `Ok(refused since the last
-    /// token)` when there was one, `Err(())` when it is empty.
-    fn take(&self, key: String, rate: u32, burst: u32) -> Result<u64, ()> {
+    /// token)` when there was one, `Err(wait)` when it is empty, `wait`
+    /// being the time until the next token (a rate of 0 never refills:
+    /// `Duration::MAX`).
+    fn take(&self, key: String, rate: u32, burst: u32) -> Result<u64, Duration> {
         let rate = f64::from(rate);
         let burst = f64::from(burst.max(1));
         let now = Instant::now();
@@ -178,7 +180,7 @@ impl Buckets {
             Ok(std::mem::take(&mut b.refused))
         } else {
             b.refused = b.refused.saturating_add(1);
-            Err(())
+            Err(Duration::try_from_secs_f64((1.0 - b.tokens) / rate).unwrap_or(Duration::MAX))
         }
     }
 }
@@ -317,13 +319,16 @@ impl Gate {
         })
     }
 
-    fn rate_ok(&self, caller: &Caller) -> bool {
+    /// Takes a request token for `caller`: `Err(wait)` when its bucket is
+    /// empty, `wait` being the time until the next token.
+    fn rate_ok(&self, caller: &Caller) -> Result<(), Duration> {
         let limits = self.policy.current().limits;
-        limits.rate_per_second == 0
-            || self
-                .requests
-                .take(caller.key(), limits.rate_per_second, limits.burst)
-                .is_ok()
+        if limits.rate_per_second == 0 {
+            return Ok(());
+        }
+        self.requests
+            .take(caller.key(), limits.rate_per_second, limits.burst)
+            .map(drop)
     }
 
     /// Audits a failure a caller can provoke at will (an invalid token, a
@@ -420,13 +425,23 @@ impl Gate {
                 "{operation}: the caller could not be identified"
             ))));
         };
-        if !self.rate_ok(&caller) {
+        if let Err(wait) = self.rate_ok(&caller) {
             self.denied(&caller, operation, keyset, Some("rate_limited"));
             crate::metrics::rate_limited();
-            return Err(to_status(Error::ResourceExhausted(format!(
-                "{operation}: rate limit of {} requests per second exceeded for {caller}; slow down and retry",
-                self.policy.current().limits.rate_per_second
-            ))));
+            // Rounded up to the millisecond so a client that waits exactly
+            // this long finds a token.
+            let retry_after = Duration::from_millis(
+                u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
+            );
+            return Err(to_status(Error::ResourceExhausted(Exhausted {
+                detail: format!(
+                    "{operation}: rate limit of {} requests per second exceeded for {caller}; \
+                     slow down and retry in {} ms",
+                    self.policy.current().limits.rate_per_second,
+                    retry_after.as_millis()
+                ),
+                retry_after: Some(retry_after),
+            })));
         }
         if self.may(&caller, operation, keyset) {
             return Ok(caller);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Converts a domain error into the gRPC status a caller acts on.
 pub(crate) fn to_status(e: Error) -> Status {
@@ -25,7 +26,16 @@ pub(crate) fn to_status(e: Error) -> Status {
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::AlreadyExists(m) => Status::already_exists(m),
         Error::PermissionDenied(m) => Status::permission_denied(m),
-        Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+        Error::ResourceExhausted(e) => match e.retry_after {
+            // The standard detail (google.rpc.RetryInfo) that gRPC
+            // libraries in every language read.
+            Some(after) => Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                e.detail,
+                ErrorDetails::with_retry_info(Some(after)),
+            ),
+            None => Status::resource_exhausted(e.detail),
+        },
         Error::Unavailable(outage) => {
             let mut status = Status::unavailable(outage.to_string());
             let meta = status.metadata_mut();
@@ -230,6 +240,21 @@ mod tests {
         assert_eq!(
             s.metadata().get("custos-unavailable").unwrap(),
             "keyring-store"
+        );
+    }
+
+    #[test]
+    fn exhausted_says_when_to_retry_in_the_standard_detail() {
+        let s = to_status(Error::ResourceExhausted(crate::error::Exhausted {
+            detail: "rate limit".into(),
+            retry_after: Some(std::time::Duration::from_millis(200)),
+        }));
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(s.message(), "rate limit");
+        let info = s.get_details_retry_info().expect("RetryInfo");
+        assert_eq!(
+            info.retry_delay,
+            Some(std::time::Duration::from_millis(200))
         );
     }
 
