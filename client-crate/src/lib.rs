@@ -91,6 +91,14 @@ impl Error {
         self.status()?.get_details_retry_info()?.retry_delay
     }
 
+    /// For an INVALID_ARGUMENT answer about one claim, its name as
+    /// `claims.<name>` (the standard `google.rpc.BadRequest` field violation).
+    pub fn invalid_field(&self) -> Option<String> {
+        use tonic_types::StatusExt;
+        let bad = self.status()?.get_details_bad_request()?;
+        bad.field_violations.into_iter().next().map(|v| v.field)
+    }
+
     fn metadata(&self, key: &str) -> Option<&str> {
         self.status()?.metadata().get(key)?.to_str().ok()
     }

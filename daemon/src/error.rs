@@ -15,9 +15,12 @@ pub enum Error {
     /// status carries it as `custos-missing` metadata).
     #[error("{0}")]
     NotFound(Missing),
-    /// The request itself is malformed (bad name, claims that are not a JSON object, ...).
+    /// The request itself is malformed (bad name, claims that are not a JSON
+    /// object, ...); [`Invalid::field`] names the claim at fault where one is
+    /// (the status carries it as a standard `google.rpc.BadRequest` field
+    /// violation).
     #[error("{0}")]
-    InvalidArgument(String),
+    InvalidArgument(Invalid),
     /// The request is well-formed but not allowed in the current state (wrong purpose, profile, ...).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -45,6 +48,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// INVALID_ARGUMENT that names no single field.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Error::InvalidArgument(Invalid {
+            field: None,
+            detail: detail.into(),
+        })
+    }
+
+    /// INVALID_ARGUMENT about one claim of the caller's claim set, named
+    /// `claims.<name>` in the field violation.
+    pub fn invalid_claim(name: &str, detail: impl Into<String>) -> Self {
+        Error::InvalidArgument(Invalid {
+            field: Some(format!("claims.{name}")),
+            detail: detail.into(),
+        })
+    }
+
     /// The message, whatever the kind.
     pub fn detail(&self) -> String {
         self.to_string()
@@ -187,6 +207,22 @@ impl std::fmt::Display for Outage {
             Outage::Device { detail, .. } => f.write_str(detail),
             Outage::KeyringStore(m) | Outage::AuditLog(m) | Outage::Contention(m) => f.write_str(m),
         }
+    }
+}
+
+/// What was wrong with a request, and in which field when one is at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The field, as `claims.<claim name>` for a claim the caller supplied
+    /// (or should have), when the fault is in one.
+    pub field: Option<String>,
+    /// What is wrong and what to do, for the person reading it.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
     }
 }
 

@@ -93,7 +93,7 @@ pub use backend::profile::HsmProfile;
 pub use backend::software::SoftwareBackend;
 pub use backend::{KeyBackend, KeyRef};
 pub use config::Config;
-pub use error::{Error, Exhausted, Missing, Outage, Result};
+pub use error::{Error, Exhausted, Invalid, Missing, Outage, Result};
 pub use keyring::keyset::{Profile, Purpose};
 pub use keyring::{ActiveKey, Keyring};
 pub use logging::init as init_logging;

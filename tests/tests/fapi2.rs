@@ -966,4 +966,34 @@ async fn caller_built_jws_inputs_are_signed_only_when_they_follow_the_purposes_r
         cases.len() + 2,
         "{lines:?}"
     );
+    // The claim at fault is named in the standard google.rpc.BadRequest
+    // detail, so a caller can branch on it without reading the message.
+    let named = [
+        (
+            json!({"iss": issuer, "aud": "client-1", "iat": t, "exp": t + 300}),
+            "claims.sub",
+        ),
+        (
+            json!({"iss": issuer, "sub": "alice", "aud": "client-1", "iat": t + 3000,
+                    "exp": t + 3100}),
+            "claims.iat",
+        ),
+        (
+            json!({"iss": issuer, "sub": "alice", "aud": "client-1", "iat": t,
+                    "exp": t + 3600}),
+            "claims.exp",
+        ),
+    ];
+    for (claims, field) in named {
+        let e = sign("as-sign", "id_token", signing_input(&header, &claims))
+            .await
+            .expect_err("refused");
+        assert_eq!(e.invalid_field().as_deref(), Some(field), "{e}");
+    }
+    // A message about no single claim names no field.
+    let e = sign("as-sign", "id_token", "not a signing input".into())
+        .await
+        .expect_err("refused");
+    assert_eq!(e.status().map(|s| s.code()), Some(Code::InvalidArgument));
+    assert_eq!(e.invalid_field(), None, "{e}");
 }

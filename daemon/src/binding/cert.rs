@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 /// `InvalidArgument` with what was wrong; never panics on garbage.
 pub fn parse(input: &[u8]) -> Result<Vec<u8>> {
     let bad = |why: &str| {
-        Error::InvalidArgument(format!(
+        Error::invalid(format!(
             "client certificate: {why}; give PEM, DER or URL-encoded PEM"
         ))
     };

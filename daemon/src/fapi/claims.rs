@@ -37,16 +37,21 @@ pub(crate) struct Token {
 }
 
 pub(crate) fn invalid(msg: impl Into<String>) -> Error {
-    Error::InvalidArgument(msg.into())
+    Error::invalid(msg.into())
+}
+
+/// INVALID_ARGUMENT about claim `name` (named in the status's field violation).
+pub(crate) fn bad_claim(name: &str, msg: impl Into<String>) -> Error {
+    Error::invalid_claim(name, msg)
 }
 
 /// A required non-empty string claim.
 pub(crate) fn string<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a str> {
     match claims.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(invalid(format!("claim {name:?} must not be empty"))),
-        Some(_) => Err(invalid(format!("claim {name:?} must be a string"))),
-        None => Err(invalid(format!("claim {name:?} is required"))),
+        Some(Value::String(_)) => Err(bad_claim(name, format!("claim {name:?} must not be empty"))),
+        Some(_) => Err(bad_claim(name, format!("claim {name:?} must be a string"))),
+        None => Err(bad_claim(name, format!("claim {name:?} is required"))),
     }
 }
 
@@ -59,10 +64,11 @@ pub(crate) fn audience(claims: &Map<String, Value>) -> Result<()> {
         {
             Ok(())
         }
-        Some(_) => Err(invalid(
+        Some(_) => Err(bad_claim(
+            "aud",
             "claim \"aud\" must be a string or an array of strings",
         )),
-        None => Err(invalid("claim \"aud\" is required")),
+        None => Err(bad_claim("aud", "claim \"aud\" is required")),
     }
 }
 
@@ -76,22 +82,23 @@ pub(crate) fn time(claims: &Map<String, Value>, name: &str) -> Result<Option<i64
         None => Ok(None),
         Some(v) => crate::numeric_date::parse(name, v)
             .map(Some)
-            .map_err(invalid),
+            .map_err(|m| bad_claim(name, m)),
     }
 }
 
 /// A required integer time claim.
 pub(crate) fn required_time(claims: &Map<String, Value>, name: &str) -> Result<i64> {
-    time(claims, name)?.ok_or_else(|| invalid(format!("claim {name:?} is required")))
+    time(claims, name)?.ok_or_else(|| bad_claim(name, format!("claim {name:?} is required")))
 }
 
 /// Refuses claims that Custos computes itself and never takes from a caller.
 pub(crate) fn refuse_computed(claims: &Map<String, Value>, names: &[&str]) -> Result<()> {
     for n in names {
         if claims.contains_key(*n) {
-            return Err(invalid(format!(
-                "claim {n:?} is computed by Custos and must not be supplied"
-            )));
+            return Err(bad_claim(
+                n,
+                format!("claim {n:?} is computed by Custos and must not be supplied"),
+            ));
         }
     }
     Ok(())
@@ -112,17 +119,22 @@ pub(crate) fn check_lifetime(claims: &mut Map<String, Value>, ctx: &Context) -> 
     };
     refuse_future_iat(iat, ctx)?;
     if exp <= iat {
-        return Err(invalid(format!(
-            "claim \"exp\" ({exp}) must be after \"iat\" ({iat})"
-        )));
+        return Err(bad_claim(
+            "exp",
+            format!("claim \"exp\" ({exp}) must be after \"iat\" ({iat})"),
+        ));
     }
     let start = iat.max(ctx.now);
     let lifetime = exp.saturating_sub(start);
     if lifetime > ctx.max_lifetime {
-        return Err(invalid(format!(
-            "token lifetime {lifetime} s (exp - max(now, iat)) exceeds this keyset's maximum of {} s",
-            ctx.max_lifetime
-        )));
+        return Err(bad_claim(
+            "exp",
+            format!(
+                "token lifetime {lifetime} s (exp - max(now, iat)) exceeds this keyset's maximum \
+                 of {} s",
+                ctx.max_lifetime
+            ),
+        ));
     }
     Ok(())
 }
@@ -130,10 +142,14 @@ pub(crate) fn check_lifetime(claims: &mut Map<String, Value>, ctx: &Context) -> 
 /// Refuses an `iat` more than [`MAX_FUTURE_IAT`] seconds after now.
 pub(crate) fn refuse_future_iat(iat: i64, ctx: &Context) -> Result<()> {
     if iat > ctx.now.saturating_add(MAX_FUTURE_IAT) {
-        return Err(invalid(format!(
-            "claim \"iat\" ({iat}) is in the future (now {}); at most {MAX_FUTURE_IAT} s ahead is accepted",
-            ctx.now
-        )));
+        return Err(bad_claim(
+            "iat",
+            format!(
+                "claim \"iat\" ({iat}) is in the future (now {}); at most {MAX_FUTURE_IAT} s \
+                 ahead is accepted",
+                ctx.now
+            ),
+        ));
     }
     Ok(())
 }
@@ -147,9 +163,10 @@ pub(crate) fn issuer(claims: &mut Map<String, Value>, ctx: &Context) -> Result<(
             }
             Some(Value::String(s)) if s == expected => {}
             Some(_) => {
-                return Err(invalid(format!(
-                    "claim \"iss\" must be this keyset's issuer {expected:?}"
-                )))
+                return Err(bad_claim(
+                    "iss",
+                    format!("claim \"iss\" must be this keyset's issuer {expected:?}"),
+                ))
             }
         }
     }

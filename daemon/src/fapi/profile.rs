@@ -45,11 +45,10 @@ pub(crate) fn check(profile: Profile, alg: Algorithm) -> Result<()> {
 /// purpose the algorithm cannot serve.
 pub(crate) fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose]) -> Result<()> {
     if purposes.contains(&Purpose::Generic) && purposes.len() > 1 {
-        return Err(Error::InvalidArgument(
+        return Err(Error::invalid(
             "purpose generic cannot be combined with other purposes: a generic keyset signs \
              whatever its callers send, so its keys must never be trusted for a token kind; \
-             create a separate keyset"
-                .into(),
+             create a separate keyset",
         ));
     }
     // A keyset has one owner: the issuer's own keys, a client's keys, or
@@ -70,7 +69,7 @@ pub(crate) fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose
     };
     if let Some(first) = purposes.first() {
         if let Some(other) = purposes.iter().find(|p| owner(p) != owner(first)) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid(format!(
                 "purposes {first} and {other} belong to different owners ({} and {}); \
                  a keyset serves one owner: create one keyset for each",
                 owner(first),
@@ -79,20 +78,20 @@ pub(crate) fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose
         }
     }
     if purposes.iter().any(|p| p.is_tls()) && !crate::fapi::tls::ALGORITHMS.contains(&alg) {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::invalid(format!(
             "a TLS keyset needs alg ES256, PS256 or EdDSA (TLS 1.3 signature schemes \
              ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, ed25519), not {alg}"
         )));
     }
     if purposes.contains(&Purpose::Audit) && !matches!(alg, Algorithm::ES256 | Algorithm::PS256) {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::invalid(format!(
             "an audit keyset needs alg ES256 or PS256 (what `custos audit verify` checks), not {alg}"
         )));
     }
     let decrypts = purposes.contains(&Purpose::RequestObjectDecryption);
     if alg.is_signing() {
         if decrypts {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid(format!(
                 "purpose request_object_decryption needs alg RSA-OAEP-256, not {alg}"
             )));
         }
@@ -102,7 +101,7 @@ pub(crate) fn check_keyset(profile: Profile, alg: Algorithm, purposes: &[Purpose
         .iter()
         .any(|p| *p != Purpose::RequestObjectDecryption)
     {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::invalid(format!(
             "{alg} keys only decrypt: their one purpose is request_object_decryption"
         )));
     }

@@ -61,14 +61,14 @@ pub(crate) fn check(
     message: &[u8],
 ) -> Result<MessageKind> {
     if !purpose.is_tls() {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::invalid(format!(
             "SignTlsHandshake signs for purpose tls_client or tls_server, not {purpose}"
         )));
     }
     let expected = scheme_of(alg)
-        .ok_or_else(|| Error::InvalidArgument(format!("{alg} keys do not sign TLS handshakes")))?;
+        .ok_or_else(|| Error::invalid(format!("{alg} keys do not sign TLS handshakes")))?;
     if scheme != expected {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::invalid(format!(
             "signature scheme {scheme:?} does not fit this keyset: its {alg} key signs \
              {expected} only (offer that scheme in the TLS stack)"
         )));
@@ -80,16 +80,16 @@ pub(crate) fn check(
         };
         return match rest.strip_prefix(mine) {
             Some(hash) if matches!(hash.len(), 32 | 48) => Ok(MessageKind::Tls13),
-            Some(hash) => Err(Error::InvalidArgument(format!(
+            Some(hash) => Err(Error::invalid(format!(
                 "a TLS 1.3 CertificateVerify carries a 32- or 48-byte transcript hash, not {} bytes",
                 hash.len()
             ))),
-            None if rest.starts_with(theirs) => Err(Error::InvalidArgument(format!(
+            None if rest.starts_with(theirs) => Err(Error::invalid(format!(
                 "a {purpose} key does not sign the other side's CertificateVerify"
             ))),
-            None => Err(Error::InvalidArgument(
+            None => Err(Error::invalid(
                 "the message starts like a TLS 1.3 CertificateVerify but has no known context string"
-                    .into(),
+                    ,
             )),
         };
     }
@@ -104,7 +104,7 @@ pub(crate) fn check(
     if tls12 {
         Ok(MessageKind::Tls12)
     } else {
-        Err(Error::InvalidArgument(format!(
+        Err(Error::invalid(format!(
             "the message is not a {purpose} handshake signature input (TLS 1.3 CertificateVerify \
              content, or TLS 1.2's); a TLS key signs nothing else"
         )))

@@ -22,7 +22,7 @@ pub(crate) const MAX_PLAINTEXT: usize = 256 * 1024;
 pub(crate) const ENCRYPTIONS: &[&str] = &["A256GCM", "A128CBC-HS256"];
 
 fn invalid(msg: impl Into<String>) -> Error {
-    Error::InvalidArgument(msg.into())
+    Error::invalid(msg.into())
 }
 
 /// Encrypts a signed JWT to the recipient's public JWK: RSA-OAEP-256 for RSA

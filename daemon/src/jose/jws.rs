@@ -64,7 +64,7 @@ pub(crate) fn check_registered(claims: &Map<String, Value>) -> Result<()> {
                 "exp" | "nbf" | "iat" => "a non-negative number (seconds since the epoch)",
                 _ => "a string",
             };
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid(format!(
                 "claims rejected: the JWT {name} claim must be {want}"
             )));
         }
@@ -78,23 +78,21 @@ pub(crate) fn check_registered(claims: &Map<String, Value>) -> Result<()> {
 /// `InvalidArgument` saying what is wrong.
 pub(crate) fn parse_claims(json: &str) -> Result<Map<String, Value>> {
     if json.len() > MAX_CLAIMS_BYTES {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::invalid(format!(
             "claims are {} bytes; the limit is {MAX_CLAIMS_BYTES} bytes (64 KiB)",
             json.len()
         )));
     }
     match serde_json::from_str::<Value>(json) {
-        Ok(v) if depth(&v) > MAX_DEPTH => Err(Error::InvalidArgument(format!(
+        Ok(v) if depth(&v) > MAX_DEPTH => Err(Error::invalid(format!(
             "claims are nested deeper than {MAX_DEPTH} levels"
         ))),
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(Error::InvalidArgument(format!(
+        Ok(other) => Err(Error::invalid(format!(
             "claims must be a JSON object, not {}",
             kind_of(&other)
         ))),
-        Err(e) => Err(Error::InvalidArgument(format!(
-            "claims are not valid JSON: {e}"
-        ))),
+        Err(e) => Err(Error::invalid(format!("claims are not valid JSON: {e}"))),
     }
 }
 
@@ -148,7 +146,7 @@ pub(crate) fn sign_jwt(
     json.push(b'}');
     let header_len = json.len();
     serde_json::to_writer(&mut json, claims)
-        .map_err(|e| Error::InvalidArgument(format!("claims rejected: {e}")))?;
+        .map_err(|e| Error::invalid(format!("claims rejected: {e}")))?;
     let (header, payload) = json.split_at(header_len);
     let mut token = String::with_capacity((json.len() + signature_len) * 4 / 3 + 8);
     B64.encode_string(header, &mut token);
@@ -242,7 +240,7 @@ mod tests {
         ] {
             let e = sign_jwt(&key, None, &parse_claims(bad).unwrap()).unwrap_err();
             assert!(
-                matches!(&e, Error::InvalidArgument(m) if m.starts_with("claims rejected")),
+                matches!(&e, Error::InvalidArgument(m) if m.detail.starts_with("claims rejected")),
                 "{bad}: {e}"
             );
         }

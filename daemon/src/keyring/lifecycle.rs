@@ -87,23 +87,21 @@ impl Keyring {
     /// `InvalidArgument` for a bad name or no purposes, `AlreadyExists`,
     /// `NotFound` for an unknown backend, or the device's failure.
     pub fn create(&self, req: NewKeyset, by: &str) -> Result<Keyset> {
-        keyset::check_name(&req.name).map_err(Error::InvalidArgument)?;
+        keyset::check_name(&req.name).map_err(Error::invalid)?;
         self.refuse_quarantined(&req.name)?;
         let max_token_lifetime = req
             .max_token_lifetime
             .unwrap_or(keyset::DEFAULT_MAX_LIFETIME);
         if !(1..=86_400).contains(&max_token_lifetime) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid(format!(
                 "max token lifetime must be between 1 second and 24 hours (got {max_token_lifetime} s)"
             )));
         }
         if req.issuer.as_deref() == Some("") {
-            return Err(Error::InvalidArgument("issuer must not be empty".into()));
+            return Err(Error::invalid("issuer must not be empty"));
         }
         if req.purposes.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a keyset needs at least one purpose".into(),
-            ));
+            return Err(Error::invalid("a keyset needs at least one purpose"));
         }
         let backend_name = match req.backend {
             Some(b) if !b.is_empty() => b,
@@ -328,7 +326,7 @@ impl Keyring {
                 }
             }
             let v = found.ok_or_else(|| {
-                Error::InvalidArgument(format!(
+                Error::invalid(format!(
                     "the leaf certificate certifies none of keyset {name:?}'s keys: give the \
                      chain issued for the CSR `custos keyset csr {name}` made"
                 ))
@@ -375,7 +373,7 @@ impl Keyring {
                 p.auto_destroy = v;
             }
             p.check(ks.max_token_lifetime, min_rotation)
-                .map_err(Error::InvalidArgument)?;
+                .map_err(Error::invalid)?;
             ks.policy = p;
             Ok(())
         })?;

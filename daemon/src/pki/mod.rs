@@ -96,7 +96,7 @@ pub(crate) fn signature_algorithm(alg: Algorithm) -> Result<AlgorithmIdentifierO
         ),
         Algorithm::EdDSA => ("1.3.101.112", None),
         other => {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid(format!(
                 "{other} keys do not sign certificate requests here"
             )))
         }
@@ -114,7 +114,7 @@ fn der_error(e: x509_cert::der::Error) -> Error {
 /// One subject alternative name from its text form.
 fn general_name(san: &str) -> Result<GeneralName> {
     let bad = |why: &str| {
-        Error::InvalidArgument(format!(
+        Error::invalid(format!(
             "subject alternative name {san:?}: {why}; write DNS:host, URI:https://..., IP:10.0.0.1 or email:a@b"
         ))
     };
@@ -149,13 +149,12 @@ pub(crate) fn request_info(
     public: &PublicKey,
 ) -> Result<CertReqInfo> {
     if subject.trim().is_empty() {
-        return Err(Error::InvalidArgument(
-            "a certificate request needs a subject, e.g. --subject 'CN=client-1,O=Bank,C=GB'"
-                .into(),
+        return Err(Error::invalid(
+            "a certificate request needs a subject, e.g. --subject 'CN=client-1,O=Bank,C=GB'",
         ));
     }
     let subject = Name::from_str(subject).map_err(|e| {
-        Error::InvalidArgument(format!(
+        Error::invalid(format!(
             "subject {subject:?} is not an RFC 4514 name ({e}); write e.g. CN=client-1,O=Bank,C=GB"
         ))
     })?;
@@ -217,14 +216,14 @@ pub(crate) fn assemble(info: CertReqInfo, alg: Algorithm, signature: &[u8]) -> R
 /// `InvalidArgument` when the text holds no certificate or one does not parse.
 pub(crate) fn parse_chain(pem: &str) -> Result<Vec<Vec<u8>>> {
     let certs = openssl::x509::X509::stack_from_pem(pem.as_bytes()).map_err(|e| {
-        Error::InvalidArgument(format!(
+        Error::invalid(format!(
             "the certificate chain is not PEM certificates: {e}"
         ))
     })?;
     if certs.is_empty() {
-        return Err(Error::InvalidArgument(
+        return Err(Error::invalid(
             "the certificate chain holds no certificate: give the PEM file the CA issued, leaf first"
-                .into(),
+                ,
         ));
     }
     certs
@@ -239,11 +238,11 @@ pub(crate) fn parse_chain(pem: &str) -> Result<Vec<Vec<u8>>> {
 /// `InvalidArgument` when the certificate does not parse.
 pub(crate) fn certifies(cert_der: &[u8], public: &PublicKey) -> Result<bool> {
     let cert = openssl::x509::X509::from_der(cert_der)
-        .map_err(|e| Error::InvalidArgument(format!("a certificate does not parse: {e}")))?;
+        .map_err(|e| Error::invalid(format!("a certificate does not parse: {e}")))?;
     let theirs = cert
         .public_key()
         .and_then(|k| k.public_key_to_der())
-        .map_err(|e| Error::InvalidArgument(format!("a certificate's public key: {e}")))?;
+        .map_err(|e| Error::invalid(format!("a certificate's public key: {e}")))?;
     Ok(theirs == spki_der(public)?)
 }
 

@@ -27,7 +27,7 @@ const MAX_BODY: usize = 1024 * 1024;
 const MAX_FIELDS: usize = 200;
 
 fn bad(m: impl Into<String>) -> Status {
-    to_status(Error::InvalidArgument(m.into()))
+    to_status(Error::invalid(m.into()))
 }
 
 /// A proto message as an [`httpsig::Message`](Message).

@@ -24,7 +24,7 @@ pub(crate) struct KeyAdminService {
 }
 
 fn invalid(m: String) -> Status {
-    to_status(Error::InvalidArgument(m))
+    to_status(Error::invalid(m))
 }
 
 impl KeyAdminService {

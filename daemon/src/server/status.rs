@@ -22,7 +22,16 @@ pub(crate) fn to_status(e: Error) -> Status {
             }
             status
         }
-        Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::InvalidArgument(invalid) => match invalid.field {
+            // The standard detail (google.rpc.BadRequest) naming the claim,
+            // which gRPC libraries in every language read.
+            Some(field) => Status::with_error_details(
+                tonic::Code::InvalidArgument,
+                invalid.detail.clone(),
+                ErrorDetails::with_bad_request_violation(field, invalid.detail),
+            ),
+            None => Status::invalid_argument(invalid.detail),
+        },
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::AlreadyExists(m) => Status::already_exists(m),
         Error::PermissionDenied(m) => Status::permission_denied(m),
@@ -256,6 +265,18 @@ mod tests {
             info.retry_delay,
             Some(std::time::Duration::from_millis(200))
         );
+    }
+
+    #[test]
+    fn a_bad_claim_is_named_in_the_standard_detail() {
+        let s = to_status(Error::invalid_claim("exp", "claim \"exp\" is required"));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(s.message(), "claim \"exp\" is required");
+        let bad = s.get_details_bad_request().expect("BadRequest");
+        assert_eq!(bad.field_violations.len(), 1);
+        assert_eq!(bad.field_violations[0].field, "claims.exp");
+        let s = to_status(Error::invalid("not JSON"));
+        assert!(s.get_details_bad_request().is_none());
     }
 
     #[test]

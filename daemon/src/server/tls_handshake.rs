@@ -41,7 +41,7 @@ impl SignerService {
         let purpose = req
             .purpose
             .parse::<Purpose>()
-            .map_err(|m| to_status(Error::InvalidArgument(m)));
+            .map_err(|m| to_status(Error::invalid(m)));
         let result = match &purpose {
             Ok(p) => self.sign_tls_inner(*p, req).await,
             Err(e) => Err(e.clone()),

@@ -92,12 +92,10 @@ fn from_jwks(parsed: Parsed) -> Verified {
 
 pub(super) fn parse_jwks(json: &str) -> Result<Value, Status> {
     if json.len() > 256 * 1024 {
-        return Err(to_status(Error::InvalidArgument(
-            "the JWKS is larger than 256 KiB".into(),
-        )));
+        return Err(to_status(Error::invalid("the JWKS is larger than 256 KiB")));
     }
     serde_json::from_str(json)
-        .map_err(|e| to_status(Error::InvalidArgument(format!("the JWKS is not JSON: {e}"))))
+        .map_err(|e| to_status(Error::invalid(format!("the JWKS is not JSON: {e}"))))
 }
 
 /// Audits a failed verification (valid ones are not logged: they are the
@@ -253,8 +251,7 @@ impl VerifierService {
             Ok(p) => p,
             Err(i) => return Ok(Err(i)),
         };
-        let key = verify::key_from_jwks(jwks, &parsed)
-            .map_err(|e| to_status(Error::InvalidArgument(e)))?;
+        let key = verify::key_from_jwks(jwks, &parsed).map_err(|e| to_status(Error::invalid(e)))?;
         Ok(key.and_then(|k| k.verify(&parsed)).map(|()| parsed))
     }
 }
@@ -316,8 +313,8 @@ impl Verifier for VerifierService {
                 })
             }
             None => {
-                return Err(to_status(Error::InvalidArgument(
-                    "give a keyset or a JWKS to verify against".into(),
+                return Err(to_status(Error::invalid(
+                    "give a keyset or a JWKS to verify against",
                 )))
             }
         };
@@ -333,8 +330,8 @@ impl Verifier for VerifierService {
         let caller = self.gate.check(&request, "verify", None)?;
         let req = request.into_inner();
         if req.client_id.is_empty() || req.issuer.is_empty() {
-            return Err(to_status(Error::InvalidArgument(
-                "client_id and issuer are required".into(),
+            return Err(to_status(Error::invalid(
+                "client_id and issuer are required",
             )));
         }
         let ciba = crate::fapi::ciba::is_ciba_kind(&req.kind).map_err(to_status)?;
@@ -381,8 +378,8 @@ impl Verifier for VerifierService {
         let caller = self.gate.check(&request, "verify", None)?;
         let req = request.into_inner();
         if req.client_id.is_empty() || req.audiences.is_empty() {
-            return Err(to_status(Error::InvalidArgument(
-                "client_id and at least one audience are required".into(),
+            return Err(to_status(Error::invalid(
+                "client_id and at least one audience are required",
             )));
         }
         let jwks = parse_jwks(&req.jwks_json)?;

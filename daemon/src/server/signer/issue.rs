@@ -18,7 +18,7 @@ use tonic::{Response, Status};
 
 /// INVALID_ARGUMENT with `m`, through the one error mapping.
 pub(super) fn invalid(m: impl Into<String>) -> Status {
-    to_status(Error::InvalidArgument(m.into()))
+    to_status(Error::invalid(m.into()))
 }
 
 /// A fresh `jti`: 128 random bits, base64url.

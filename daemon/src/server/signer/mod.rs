@@ -52,8 +52,7 @@ impl Signer for SignerService {
                 None,
                 |key, ctx| {
                     generic_allowed(key, purpose)?;
-                    let claims =
-                        claims.map_err(|s| Error::InvalidArgument(s.message().to_string()))?;
+                    let claims = claims.map_err(|s| Error::invalid(s.message().to_string()))?;
                     fapi::generic::build(purpose, typ, claims, ctx)
                 },
             )
@@ -256,7 +255,7 @@ impl Signer for SignerService {
                 let mut ctx = ctx.clone();
                 match (&ctx.issuer, issuer) {
                     (Some(mine), Some(given)) if *mine != given => {
-                        return Err(Error::InvalidArgument(format!(
+                        return Err(Error::invalid(format!(
                             "issuer {given:?} is not this keyset's issuer {mine:?}"
                         )))
                     }
