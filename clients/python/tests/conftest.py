@@ -107,6 +107,12 @@ def daemon(tmp_path):
     yield from _daemon(tmp_path, "", f"unix_uid = {os.getuid()}")
 
 
+@pytest.fixture
+def limited_daemon(tmp_path):
+    """A custosd that lets this caller make 2 calls a second (burst 2)."""
+    yield from _daemon(tmp_path, "\n[limits]\nrate_per_second = 2\nburst = 2\n", f"unix_uid = {os.getuid()}")
+
+
 def _daemon(tmp_path, server_extra, access):
     tokens = tmp_path / "tokens"
     tokens.mkdir()

@@ -74,6 +74,41 @@ def test_errors_keep_the_status_and_the_daemons_message(daemon):
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_errors_carry_the_daemons_typed_detail(daemon):
+    # NOT_FOUND says what was missing.
+    with pytest.raises(CustosError) as e:
+        daemon.sign_jwt("nope", {})
+    assert e.value.missing == "keyset" and e.value.field is None
+    # INVALID_ARGUMENT names the claim at fault (google.rpc.BadRequest, read
+    # with grpcio-status: an independent reading of the daemon's encoding).
+    daemon.create_keyset("as-id", "ES256", ["id_token"], issuer=ISSUER)
+    now = int(time.time())
+    with pytest.raises(CustosError) as e:
+        daemon.sign_id_token("as-id", {"sub": "alice", "aud": "client-1", "iat": now + 3000, "exp": now + 3100})
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.field == "claims.iat", e.value
+    with pytest.raises(CustosError) as e:
+        daemon.sign_id_token("as-id", {"sub": "alice", "aud": "client-1", "exp": now + 7200})
+    assert e.value.field == "claims.exp", e.value
+    assert e.value.retry_after is None and e.value.outage is None
+
+
+def test_a_rate_limited_caller_is_told_when_to_retry(limited_daemon):
+    refused = None
+    for _ in range(10):
+        try:
+            limited_daemon.list_keysets()
+        except CustosError as e:
+            refused = e
+            break
+    assert refused is not None, "two a second: ten quick calls must hit the limit"
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # google.rpc.RetryInfo: at most one token interval (0.5 s) away.
+    assert refused.retry_after is not None and 0 < refused.retry_after <= 0.5, refused.retry_after
+    time.sleep(refused.retry_after)
+    limited_daemon.list_keysets()
+
+
 def test_key_administration_round_trip(daemon):
     ks = daemon.create_keyset("gen", "ES256", ["generic"])
     first = ks.versions[0].kid

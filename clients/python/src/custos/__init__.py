@@ -6,8 +6,9 @@
 
 One method per RPC. Claims and JSON parameters are dicts; other request
 fields pass through as keyword arguments with their proto names. A failed
-call raises :class:`CustosError`, which keeps the gRPC status code and the
-daemon's message. An invalid presented token is not an error: verification
+call raises :class:`CustosError`, which keeps the gRPC status code, the
+daemon's message and its typed detail (what was missing or down, the claim
+at fault, when to retry). An invalid presented token is not an error: verification
 methods return the verdict, whose ``valid``, ``reason`` and ``detail`` say why.
 
 Over the Unix socket the HTTP/2 authority is set to ``localhost``: grpcio
@@ -20,6 +21,8 @@ import json
 from typing import Any, Optional
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from custos.v1 import keys_pb2, keys_pb2_grpc, signing_pb2, signing_pb2_grpc
 from custos.v1 import verify_pb2, verify_pb2_grpc
@@ -28,13 +31,57 @@ __all__ = ["Custos", "CustosError"]
 
 
 class CustosError(Exception):
-    """A call Custos refused or could not do: the gRPC status and the daemon's message."""
+    """A call Custos refused or could not do: the gRPC status, the daemon's
+    message, and the typed detail the daemon sends with some statuses:
 
-    def __init__(self, code: grpc.StatusCode, message: str, rpc: str):
+    - ``missing``: for NOT_FOUND, ``keyset``, ``version``, ``backend`` or ``request``;
+    - ``outage``: for UNAVAILABLE, ``device``, ``keyring-store``, ``audit-log`` or
+      ``contention``, and ``backend``, the backend a device outage names;
+    - ``field``: for INVALID_ARGUMENT about one claim, ``claims.<name>``
+      (the standard ``google.rpc.BadRequest`` detail);
+    - ``retry_after``: for RESOURCE_EXHAUSTED, seconds until a call can pass
+      (the standard ``google.rpc.RetryInfo`` detail).
+
+    Each is ``None`` when the daemon did not send it.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        rpc: str,
+        metadata: Optional[dict] = None,
+        details: Optional[list] = None,
+    ):
         super().__init__(f"{rpc}: {code.name}: {message}")
         self.code = code
         self.message = message
         self.rpc = rpc
+        metadata = metadata or {}
+        self.missing: Optional[str] = metadata.get("custos-missing")
+        self.outage: Optional[str] = metadata.get("custos-unavailable")
+        self.backend: Optional[str] = metadata.get("custos-backend")
+        self.field: Optional[str] = None
+        self.retry_after: Optional[float] = None
+        for detail in details or []:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                self.retry_after = info.retry_delay.ToTimedelta().total_seconds()
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                if bad.field_violations:
+                    self.field = bad.field_violations[0].field
+
+    @classmethod
+    def from_rpc_error(cls, e: grpc.RpcError, rpc: str) -> "CustosError":
+        """The error for a failed call, with the metadata and standard details read."""
+        trailers = e.trailing_metadata() or ()
+        metadata = {k: v for k, v in trailers if isinstance(v, str)}
+        status = rpc_status.from_call(e)
+        details = list(status.details) if status is not None else []
+        return cls(e.code(), e.details() or "", rpc, metadata, details)
 
 
 def _json(value: Any) -> str:
@@ -91,7 +138,7 @@ class Custos:
         try:
             return getattr(stub, rpc)(request, timeout=self._timeout)
         except grpc.RpcError as e:
-            raise CustosError(e.code(), e.details() or "", rpc) from None
+            raise CustosError.from_rpc_error(e, rpc) from None
 
     # Key administration.
     def create_keyset(self, name: str, alg: str, purposes: list, **fields: Any):
