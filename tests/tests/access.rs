@@ -478,12 +478,11 @@ async fn limits_audit_failures_and_socket_safety() {
     assert_eq!(e.outage(), Some("audit-log"), "{e}");
     // Rate limit: the bucket of 5 runs out within a quick burst.
     let mut exhausted = 0;
-    let mut wait = None;
     for _ in 0..30 {
         if let Err(e) = c.list_keysets().await {
             assert_eq!(e.status().expect("s").code(), Code::ResourceExhausted);
             exhausted += 1;
-            wait = e.retry_after();
+            let wait = e.retry_after();
             // Five a second: the next token is at most 200 ms away.
             assert!(
                 wait.is_some_and(
@@ -494,8 +493,15 @@ async fn limits_audit_failures_and_socket_safety() {
         }
     }
     assert!(exhausted >= 20, "rate limited {exhausted} of 30");
-    // A caller that waits as long as RetryInfo said gets through.
-    tokio::time::sleep(wait.expect("a refusal")).await;
+    // A caller that waits as long as RetryInfo said gets through: the delay
+    // of the latest refusal, with no call between it and the wait (one that
+    // passed after it would have taken the refilled token).
+    let wait = loop {
+        if let Err(e) = c.list_keysets().await {
+            break e.retry_after().expect("RetryInfo");
+        }
+    };
+    tokio::time::sleep(wait).await;
     c.list_keysets().await.expect("after the RetryInfo delay");
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     // A request above max_request_bytes is refused by the transport, not a crash.

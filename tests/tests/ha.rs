@@ -344,7 +344,7 @@ async fn a_stopped_etcd_stops_administration_cleanly_and_never_signing() {
         etcd.signal(m, "CONT");
     }
     etcd.wait_healthy(&[0, 1, 2]);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match daemons[0].1.rotate("gen", true).await {
             Ok(_) => break,

@@ -431,7 +431,7 @@ impl Gate {
             // Rounded up to the millisecond so a client that waits exactly
             // this long finds a token.
             let retry_after = Duration::from_millis(
-                u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
+                u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
             );
             return Err(to_status(Error::ResourceExhausted(Exhausted {
                 detail: format!(
