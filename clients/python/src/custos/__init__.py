@@ -67,7 +67,8 @@ class CustosError(Exception):
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 info = error_details_pb2.RetryInfo()
                 detail.Unpack(info)
-                self.retry_after = info.retry_delay.ToTimedelta().total_seconds()
+                if info.HasField("retry_delay"):
+                    self.retry_after = info.retry_delay.ToTimedelta().total_seconds()
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
@@ -79,7 +80,10 @@ class CustosError(Exception):
         """The error for a failed call, with the metadata and standard details read."""
         trailers = e.trailing_metadata() or ()
         metadata = {k: v for k, v in trailers if isinstance(v, str)}
-        status = rpc_status.from_call(e)
+        try:
+            status = rpc_status.from_call(e)
+        except Exception:  # a malformed details trailer: keep the code and message
+            status = None
         details = list(status.details) if status is not None else []
         return cls(e.code(), e.details() or "", rpc, metadata, details)
 
